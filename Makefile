@@ -1,0 +1,37 @@
+# Set-up and everyday commands. `make test` and `make demo` work on a fresh clone:
+# they create .venv (if missing) and install the project with its pinned dependencies.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PYTEST  := $(VPY) -m pytest
+
+.PHONY: venv test test-slow test-all demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Default suite: everything not marked slow (CI budget).
+test: $(STAMP)
+	$(PYTEST) -q -n 2 --dist loadfile
+
+# Slow suite: run before every submission.
+test-slow: $(STAMP)
+	$(PYTEST) -q -m slow
+
+test-all: $(STAMP)
+	$(PYTEST) -q -m "slow or not slow" -n 2 --dist loadfile
+
+# The main job on the bundled demo model: int8 firmware for Cortex-M4F, run in QEMU.
+demo: $(STAMP)
+	$(VENV)/bin/lumamba-export --target cortex-m --int8 --out out/demo --verify
+
+clean:
+	rm -rf out build dist *.egg-info .pytest_cache
