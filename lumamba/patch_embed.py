@@ -37,11 +37,11 @@ class TimePatchEmbed(nn.Module):
         return h.permute(0, 2, 3, 1).reshape(B, C, S, -1)
 
 
-def dft_basis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dft_basis(n: int, dtype: torch.dtype = torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Real-DFT matrices (n, n//2+1) so that x @ cos - i x @ sin == rfft(x).
 
-    Built in float64 and rounded once; sin is exactly zero at the DC and Nyquist bins so the
-    imaginary part there is exactly zero, as in torch.fft.rfft.
+    Built in float64 and rounded once to `dtype`; sin is exactly zero at the DC and Nyquist bins
+    so the imaginary part there is exactly zero, as in torch.fft.rfft.
     """
     t = torch.arange(n, dtype=torch.float64)[:, None]
     f = torch.arange(n // 2 + 1, dtype=torch.float64)[None, :]
@@ -50,7 +50,7 @@ def dft_basis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     sin[:, 0] = 0.0
     if n % 2 == 0:
         sin[:, -1] = 0.0
-    return cos.float(), sin.float()
+    return cos.to(dtype=dtype, device=device), sin.to(dtype=dtype, device=device)
 
 
 class FrequencyEmbed(nn.Module):
@@ -61,17 +61,15 @@ class FrequencyEmbed(nn.Module):
         n_in = 2 * (patch_size // 2 + 1)
         self.patch_size = patch_size
         self.frequency_to_embed = Mlp(n_in, 4 * n_in, embed_dim)
-        cos, sin = dft_basis(patch_size)
-        # The DFT is a fixed matmul (not torch.fft) so that ONNX, TVM and C compute the same thing.
-        self.register_buffer("dft_cos", cos, persistent=False)
-        self.register_buffer("dft_sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, S, E)."""
         B, C, T = x.shape
         p = x.reshape(B, C, T // self.patch_size, self.patch_size)
-        re = p @ self.dft_cos
-        im = -(p @ self.dft_sin)
+        # The DFT is a fixed matmul (not torch.fft) so that ONNX, TVM and C compute the same thing.
+        cos, sin = dft_basis(self.patch_size, x.dtype, x.device)
+        re = p @ cos
+        im = -(p @ sin)
         mag = torch.sqrt(re * re + im * im)
         # atan2 of a purely real bin is 0 or pi; computing it from the sign avoids the -0.0 vs +0.0
         # ambiguity of a zero imaginary part (which would flip pi to -pi between executors).
@@ -79,5 +77,5 @@ class FrequencyEmbed(nn.Module):
         real_bins = torch.zeros(re.shape[-1], dtype=torch.bool, device=x.device)
         real_bins[0] = True
         real_bins[-1] = self.patch_size % 2 == 0
-        phase = torch.where(real_bins, torch.where(re < 0, math.pi, 0.0), phase)
+        phase = torch.where(real_bins, (re < 0).to(re.dtype) * math.pi, phase)
         return self.frequency_to_embed(torch.cat([mag, phase], dim=-1))

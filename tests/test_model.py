@@ -184,7 +184,7 @@ def test_channel_names_are_case_insensitive():
     (torch.randn(2, 80), ["FP1", "FP2"], ValueError, r"shape \(B, C, T\)"),
     (torch.randn(1, 3, 80), ["FP1", "FP2"], ValueError, "3 channels but 2 channel names"),
     (torch.zeros(1, 2, 0), ["FP1", "FP2"], ValueError, "positive multiple"),
-    (torch.tensor([[[0.0] * 79 + [math.nan]] * 2]), ["FP1", "FP2"], ValueError, "non-finite.*'FP2'"),
+    (torch.tensor([[[0.0] * 80, [0.0] * 79 + [math.nan]]]), ["FP1", "FP2"], ValueError, "non-finite.*'FP2'"),
     (torch.zeros(1, 2, 80, dtype=torch.long), ["FP1", "FP2"], ValueError, "floating point"),
 ])
 def test_bad_inputs_raise_clear_errors(x, names, error, text):
@@ -210,7 +210,7 @@ def test_mac_count_of_tiny():
     assert round(m["channel_unification"] / 1e6) == 43
     assert macs(TINY, 22, 2560)["mamba_blocks"] == 2 * m["mamba_blocks"]   # linear in T
     with pytest.raises(ValueError, match="multiple of the patch size"):
-        macs(TINY, 22, 1000)
+        macs(TINY, 22, 1001)
 
 
 def test_linear_layer_macs_agree_with_a_hook_count():
