@@ -90,7 +90,7 @@ class LuMamba(nn.Module):
 
     def position_embedding(self, names: list[list[str]], device: torch.device) -> torch.Tensor:
         """(B, C, E) electrode-position embedding, one montage per sample (positions in the MNE head frame)."""
-        pos = torch.as_tensor(np.stack([electrode_positions(n) for n in names]), dtype=torch.float32, device=device)
+        pos = torch.as_tensor(np.stack([electrode_positions(n) for n in names]), dtype=self.mask_token.dtype, device=device)
         noise = self.config.position_noise_std if self.training else 0.0
         return self.channel_location_embedder(position_features(pos, self.config.embed_dim, noise))
 

@@ -71,11 +71,16 @@ class FrequencyEmbed(nn.Module):
         re = p @ cos
         im = -(p @ sin)
         mag = torch.sqrt(re * re + im * im)
-        # atan2 of a purely real bin is 0 or pi; computing it from the sign avoids the -0.0 vs +0.0
-        # ambiguity of a zero imaginary part (which would flip pi to -pi between executors).
         phase = torch.atan2(im, re)
+        # atan2 of a purely real bin is 0 or pi; taking it from the sign of the real part avoids the
+        # -0.0 vs +0.0 ambiguity of a zero imaginary part (which flips pi to -pi between executors).
         real_bins = torch.zeros(re.shape[-1], dtype=torch.bool, device=x.device)
         real_bins[0] = True
         real_bins[-1] = self.patch_size % 2 == 0
         phase = torch.where(real_bins, (re < 0).to(re.dtype) * math.pi, phase)
+        # A bin whose magnitude is at rounding level (e.g. in a flat or alternating patch) has no
+        # meaningful phase: torch.fft returns exact zeros there (phase 0), a matmul DFT returns
+        # rounding residues with arbitrary angles. Zero the phase below P * eps * sum|x|.
+        floor = self.patch_size * torch.finfo(x.dtype).eps * p.abs().sum(-1, keepdim=True)
+        phase = torch.where(mag <= floor, torch.zeros_like(phase), phase)
         return self.frequency_to_embed(torch.cat([mag, phase], dim=-1))
