@@ -45,7 +45,8 @@ class LuMamba(nn.Module):
             self.decoder_head = ReconstructionDecoder(E, c.num_heads, c.num_queries, c.patch_size)
             self.channel_emb = ChannelEmbedding(E)
         elif c.head == "mamba":
-            self.classifier = MambaHead(c.d_model, c.head_hidden, n_classes, **mamba_kw)
+            self.classifier = MambaHead(c.d_model, c.head_hidden, n_classes, d_state=c.d_state, d_conv=c.d_conv,
+                                        expand=c.head_expand)
         else:
             self.classifier = LinearHead(c.d_model, n_classes)
         self._init_weights()

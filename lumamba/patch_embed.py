@@ -82,5 +82,5 @@ class FrequencyEmbed(nn.Module):
         # meaningful phase: torch.fft returns exact zeros there (phase 0), a matmul DFT returns
         # rounding residues with arbitrary angles. Zero the phase below P * eps * sum|x|.
         floor = self.patch_size * torch.finfo(x.dtype).eps * p.abs().sum(-1, keepdim=True)
-        phase = torch.where(mag <= floor, torch.zeros_like(phase), phase)
+        phase = torch.where(mag <= floor, 0.0, phase)
         return self.frequency_to_embed(torch.cat([mag, phase], dim=-1))

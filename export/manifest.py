@@ -1,0 +1,215 @@
+"""The schedule manifest: which ONNX graphs compute LuMamba in recurrent mode, and in what order.
+
+`manifest.json` (in the export directory) is declarative: named buffers, graphs with their
+input/output names and shapes, and an ordered list of stages. Every executor (the onnxruntime
+runner, the generated C driver) runs the same loop:
+
+    for stage in schedule:
+        zero the buffers in stage.zero                      # the stage's recurrent state
+        for t in (once | 0..S-1 | S-1..0, by stage.loop):
+            bind each input port to its buffer (or to row t of it, when binding.row)
+            run stage.graph; store each output port in its buffer (or row t)
+
+A row binding reads or writes `buffer[t]` (axis 0); the port's shape is (1, *buffer.shape[1:]).
+A state buffer is both read and written by its stage: executors that cannot alias inputs and
+outputs must double-buffer it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FORMAT = "lumamba-recurrent-onnx"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LOOPS = ("once", "forward", "reverse")
+BUFFER_KINDS = ("input", "activation", "state", "output")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output (float32)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX file. Graphs with equal `structure` differ only in initializer values."""
+
+    name: str
+    file: str
+    kind: str                  # frontend | unify | encoder_step | head_step | head_out
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    sources: tuple[str, ...]   # state-dict prefixes of the modules its weights come from
+    structure: str             # fingerprint of the graph without initializer values
+    n_params: int              # float weights (initializer elements)
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """A float32 array the executor owns; `kind` is input, activation, state or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Graph port <-> buffer; `row` selects row t of the buffer inside a loop."""
+
+    port: str
+    buffer: str
+    row: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Run `graph` once, or for t = 0..S-1 (forward), or t = S-1..0 (reverse)."""
+
+    graph: str
+    loop: str
+    inputs: tuple[Binding, ...]
+    outputs: tuple[Binding, ...]
+    zero: tuple[str, ...] = ()
+
+
+@dataclass
+class Manifest:
+    """Everything an executor needs besides the ONNX files themselves."""
+
+    config: dict
+    n_classes: int
+    channel_names: tuple[str, ...]
+    n_samples: int
+    n_patches: int
+    graphs: tuple[GraphSpec, ...]
+    buffers: tuple[BufferSpec, ...]
+    schedule: tuple[Stage, ...]
+    input_buffer: str
+    latent_buffer: str                 # encoder output (S, d_model), before the head
+    logits_buffer: str | None          # None for a pre-training (encoder-only) model
+    opset: int
+    ir_version: int
+    checkpoint: dict | None = None     # {"path", "sha256"} of the weights, when exported from a file
+    producer: dict = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_names)
+
+    def graph(self, name: str) -> GraphSpec:
+        for g in self.graphs:
+            if g.name == name:
+                return g
+        raise KeyError(f"manifest has no graph {name!r}; graphs: {', '.join(g.name for g in self.graphs)}")
+
+    def buffer(self, name: str) -> BufferSpec:
+        for b in self.buffers:
+            if b.name == name:
+                return b
+        raise KeyError(f"manifest has no buffer {name!r}")
+
+    def shared_structures(self) -> dict[str, list[str]]:
+        """Graph names grouped by structure fingerprint (groups of one included)."""
+        groups: dict[str, list[str]] = {}
+        for g in self.graphs:
+            groups.setdefault(g.structure, []).append(g.name)
+        return groups
+
+    def validate(self) -> None:
+        """Check that the schedule's bindings agree with the graphs' ports and the buffers' shapes."""
+        graphs = {g.name: g for g in self.graphs}
+        buffers = {b.name: b for b in self.buffers}
+        for name in (self.input_buffer, self.latent_buffer, self.logits_buffer):
+            if name is not None and name not in buffers:
+                raise ValueError(f"manifest names buffer {name!r} but does not declare it")
+        for b in self.buffers:
+            if b.kind not in BUFFER_KINDS:
+                raise ValueError(f"buffer {b.name!r}: kind {b.kind!r} is not one of {BUFFER_KINDS}")
+        for i, stage in enumerate(self.schedule):
+            where = f"stage {i} ({stage.graph})"
+            if stage.graph not in graphs:
+                raise ValueError(f"{where}: unknown graph")
+            if stage.loop not in LOOPS:
+                raise ValueError(f"{where}: loop {stage.loop!r} is not one of {LOOPS}")
+            g = graphs[stage.graph]
+            for ports, bindings, what in ((g.inputs, stage.inputs, "input"), (g.outputs, stage.outputs, "output")):
+                shapes = {p.name: p.shape for p in ports}
+                if sorted(shapes) != sorted(b.port for b in bindings):
+                    raise ValueError(f"{where}: {what} bindings {sorted(b.port for b in bindings)} "
+                                     f"do not match the graph's {what}s {sorted(shapes)}")
+                for b in bindings:
+                    if b.buffer not in buffers:
+                        raise ValueError(f"{where}: port {b.port!r} bound to unknown buffer {b.buffer!r}")
+                    if b.row and stage.loop == "once":
+                        raise ValueError(f"{where}: row binding {b.port!r} outside a loop")
+                    shape = buffers[b.buffer].shape
+                    expected = (1, *shape[1:]) if b.row else shape
+                    if b.row and shape[0] != self.n_patches:
+                        raise ValueError(f"{where}: row binding {b.port!r} to {b.buffer!r} of {shape[0]} rows, "
+                                         f"not S={self.n_patches}")
+                    if tuple(shapes[b.port]) != tuple(expected):
+                        raise ValueError(f"{where}: port {b.port!r} has shape {tuple(shapes[b.port])} but "
+                                         f"buffer {b.buffer!r} gives {tuple(expected)}")
+            for name in stage.zero:
+                if buffers.get(name) is None or buffers[name].kind != "state":
+                    raise ValueError(f"{where}: zeroes {name!r}, which is not a state buffer")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["n_channels"] = self.n_channels
+        return json.dumps(d, indent=1)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        path = Path(out_dir) / MANIFEST_NAME
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"not a {FORMAT} manifest of version {FORMAT_VERSION} "
+                             f"(found format={d.get('format')!r}, version={d.get('format_version')!r})")
+        d = dict(d)
+        d.pop("n_channels", None)
+
+        def tensors(items):
+            return tuple(TensorSpec(t["name"], tuple(t["shape"])) for t in items)
+
+        def bindings(items):
+            return tuple(Binding(**b) for b in items)
+
+        d["channel_names"] = tuple(d["channel_names"])
+        d["graphs"] = tuple(GraphSpec(**{**g, "inputs": tensors(g["inputs"]), "outputs": tensors(g["outputs"]),
+                                         "sources": tuple(g["sources"])}) for g in d["graphs"])
+        d["buffers"] = tuple(BufferSpec(b["name"], tuple(b["shape"]), b["kind"]) for b in d["buffers"])
+        d["schedule"] = tuple(Stage(s["graph"], s["loop"], bindings(s["inputs"]), bindings(s["outputs"]),
+                                    tuple(s["zero"])) for s in d["schedule"])
+        manifest = cls(**d)
+        manifest.validate()
+        return manifest
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> "Manifest":
+        """Read `manifest.json` from an export directory (or the file itself)."""
+        path = Path(out_dir)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX export manifest at {path}")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
