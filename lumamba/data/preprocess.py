@@ -1,0 +1,153 @@
+"""Signals -> model windows: filter, resample, montage, 5 s windows, per-window z-score.
+
+Pure functions on ``(channels, samples)`` arrays in microvolts; filtering and resampling use MNE
+with the settings LUNA/LuMamba used on TUAB (FIR band-pass 0.1-75 Hz, 60 Hz notch, FFT
+resampling to 256 Hz). Every check that can reject a recording raises
+:class:`~lumamba.data.errors.UnusableRecording` naming the channel at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .channels import parse_bipolar, tcp_montage
+from .errors import UnusableRecording
+
+# A channel whose standard deviation over the whole recording is below this is treated as flat
+# (disconnected or zeroed). Scalp EEG is tens of microvolts; EDF quantisation noise with a
+# +-500 uV range is ~0.01 uV, so 0.1 uV separates the two by two orders of magnitude each way.
+FLAT_UV = 0.1
+ZSCORE_EPS = 1e-8
+
+Montage = str | Sequence[str] | None  # "tcp", explicit bipolar names, or None (as given)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings that define the windows; a cache records them and refuses to mix settings."""
+
+    l_freq: float = 0.1
+    h_freq: float = 75.0
+    notch: float | None = 60.0
+    sfreq: float = 256.0
+    window_s: float = 5.0
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.sfreq * self.window_s))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Windows:
+    """Windows of one recording: ``data`` is float32 (n_windows, channels, window_samples)."""
+
+    data: np.ndarray
+    channels: list[str]
+
+
+def check_signals(data: np.ndarray, labels: Sequence[str]) -> None:
+    """Reject non-finite or flat channels; ``labels`` name the rows in the error."""
+    if data.ndim != 2 or data.shape[0] != len(labels):
+        raise ValueError(f"data of shape {data.shape} does not match {len(labels)} channel names")
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        bad = [labels[i] for i in np.flatnonzero(~finite)]
+        raise UnusableRecording("non-finite samples", f"channel(s) {', '.join(bad)}")
+    std = data.std(axis=1)
+    if (std < FLAT_UV).any():
+        bad = [f"{labels[i]} (std {std[i]:.3g} uV)" for i in np.flatnonzero(std < FLAT_UV)]
+        raise UnusableRecording("flat channel", ", ".join(bad))
+
+
+def resampled_length(n_samples: int, sfreq: float, target: float) -> int:
+    """Number of samples after FFT resampling ``n_samples`` from ``sfreq`` to ``target``."""
+    return int(round(n_samples * target / sfreq))
+
+
+def filter_and_resample(data: np.ndarray, sfreq: float,
+                        config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Band-pass, notch and resample every row of ``data`` (float64 in, float64 out).
+
+    A low-pass or notch at or above the Nyquist frequency of ``sfreq`` is skipped: the signal has
+    nothing there to remove (e.g. a 128 Hz recording from another corpus).
+    """
+    import mne
+
+    nyquist = sfreq / 2
+    h_freq = config.h_freq if config.h_freq < nyquist else None
+    # verbose="error": MNE warns when a recording is shorter than the 33 s high-pass filter;
+    # it still filters correctly (with padding), which is the behaviour we want for short files.
+    out = mne.filter.filter_data(data, sfreq, config.l_freq, h_freq, verbose="error")
+    if config.notch is not None and config.notch < nyquist:
+        out = mne.filter.notch_filter(out, sfreq, config.notch, verbose="error")
+    if sfreq != config.sfreq:
+        out = mne.filter.resample(out, up=config.sfreq, down=sfreq, npad="auto", verbose="error")
+    return out
+
+
+def derive_montage(data: np.ndarray, channels: Sequence[str],
+                   montage: Montage) -> tuple[np.ndarray, list[str]]:
+    """Apply a montage to referential ``data`` whose rows are the electrodes ``channels``.
+
+    ``"tcp"`` gives the 22-channel TCP bipolar montage (20 without A1/A2); a list of ``"A-B"``
+    names gives those derivations; None keeps the channels as they are.
+    """
+    channels = list(channels)
+    if montage is None:
+        return data, channels
+    names = tcp_montage(channels) if isinstance(montage, str) and montage == "tcp" else montage
+    if isinstance(names, str):
+        raise ValueError(f"unknown montage {montage!r}: use 'tcp', a list of 'A-B' names or None")
+    row = {name: i for i, name in enumerate(channels)}
+    pairs = [parse_bipolar(name) for name in names]
+    missing = sorted({e for pair in pairs for e in pair if e not in row})
+    if missing:
+        raise UnusableRecording("missing electrodes",
+                                f"{', '.join(missing)} needed by the montage")
+    derived = np.stack([data[row[a]] - data[row[b]] for a, b in pairs])
+    return derived, [f"{a}-{b}" for a, b in pairs]
+
+
+def cut_windows(data: np.ndarray, window_samples: int) -> np.ndarray:
+    """Non-overlapping windows (n, channels, window_samples); the incomplete tail is dropped."""
+    n = data.shape[1] // window_samples
+    trimmed = data[:, : n * window_samples]
+    return trimmed.reshape(data.shape[0], n, window_samples).transpose(1, 0, 2)
+
+
+def zscore(windows: np.ndarray) -> np.ndarray:
+    """Per window and channel: (x - mean) / (unbiased std + 1e-8)."""
+    mean = windows.mean(axis=-1, keepdims=True)
+    std = windows.std(axis=-1, ddof=1, keepdims=True)
+    return (windows - mean) / (std + ZSCORE_EPS)
+
+
+def preprocess(data: np.ndarray, channels: Sequence[str], sfreq: float, montage: Montage = "tcp",
+               config: PreprocessConfig = PreprocessConfig(),
+               labels: Sequence[str] | None = None) -> Windows:
+    """Referential microvolts -> z-scored float32 windows in ``montage``.
+
+    ``labels`` (default: ``channels``) are the names used in error messages, e.g. the labels as
+    written in the source file.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    check_signals(data, list(labels) if labels is not None else list(channels))
+    n_out = resampled_length(data.shape[1], sfreq, config.sfreq)
+    if n_out < config.window_samples:
+        raise UnusableRecording(
+            "too short", f"{data.shape[1] / sfreq:.2f} s, one window needs {config.window_s:g} s")
+    filtered = filter_and_resample(data, sfreq, config)
+    derived, names = derive_montage(filtered, channels, montage)
+    flat = derived.std(axis=1) < FLAT_UV
+    if flat.any():
+        bad = ", ".join(names[i] for i in np.flatnonzero(flat))
+        raise UnusableRecording("flat channel", f"{bad} after filtering "
+                                                "(identical electrodes or only sub-0.1 Hz drift)")
+    windows = zscore(cut_windows(derived, config.window_samples))
+    return Windows(data=windows.astype(np.float32), channels=names)
