@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from lumamba.montages import MONTAGES
+
 # The 21 referential electrodes of the 10-20 system that TUH recordings carry.
 TUH_ELECTRODES: tuple[str, ...] = (
     "FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2",
@@ -16,13 +18,9 @@ TUH_ELECTRODES: tuple[str, ...] = (
 )
 EAR_ELECTRODES: tuple[str, ...] = ("A1", "A2")
 
-# TCP bipolar montage in the order of the public pre-training code: the two ear derivations
-# (A1-T3, T4-A2) come last, so dropping them leaves the 20-channel montage as a prefix.
-TCP22: tuple[str, ...] = (
-    "FP1-F7", "F7-T3", "T3-T5", "T5-O1", "FP2-F8", "F8-T4", "T4-T6", "T6-O2",
-    "T3-C3", "C3-CZ", "CZ-C4", "C4-T4", "FP1-F3", "F3-C3", "C3-P3", "P3-O1",
-    "FP2-F4", "F4-C4", "C4-P4", "P4-O2", "A1-T3", "T4-A2",
-)
+# TCP bipolar montage in the published order (ear derivations A1-T3, T4-A2 last, so dropping them
+# leaves the 20-channel montage as a prefix); one definition, in lumamba.montages.
+TCP22: tuple[str, ...] = MONTAGES["tcp22"]
 TCP20: tuple[str, ...] = TCP22[:20]
 
 # 10-10 names for the four 10-20 electrodes that were renamed; files from other corpora use them.
