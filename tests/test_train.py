@@ -252,3 +252,20 @@ def test_finetune_learns_a_separable_task(tmp_path):
                        "--set", "progress=false"]) == 0
     history = json.loads((tmp_path / "ft" / "history.json").read_text())
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.05
+
+
+def test_a_cache_mixing_22_and_20_channel_recordings_uses_the_shared_channels(tmp_path, caplog):
+    """TUAB has recordings without A1/A2: such a split trains on the 20 channels all files have."""
+    from lumamba.data.cache import prepare_cache
+    from lumamba.data.synth import SynthConfig, make_corpus
+    from lumamba.data.tuab import find_tuab_files
+    from lumamba.montages import MONTAGES
+
+    make_corpus(tmp_path / "synth", SynthConfig(train_subjects=6, eval_subjects=2, max_sessions=1,
+                                                min_duration_s=11, max_duration_s=16, no_ears_fraction=0.5))
+    files, rejects = find_tuab_files(tmp_path / "synth")
+    prepare_cache(files, tmp_path / "cache", workers=1, progress=False, rejects=rejects)
+    with caplog.at_level("WARNING", logger="lumamba.train.data"):
+        ds = open_split(tmp_path / "cache", "train")
+    assert "mixes recordings" in caplog.text
+    assert {tuple(ds[i][2]["channels"]) for i in range(len(ds))} == {MONTAGES["tcp20"]}

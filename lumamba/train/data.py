@@ -12,6 +12,7 @@ Any torch Dataset works with the loop if its items are `(x (C, T), label)` and i
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,8 @@ from torch.utils.data import Dataset, Sampler
 
 from .config import ConfigError
 from .rng import EPOCH_ORDER, generator
+
+log = logging.getLogger(__name__)
 
 
 class ArrayWindows(Dataset):
@@ -76,19 +79,26 @@ def open_split(path: str | os.PathLike, split: str, *, seed: int = 0, val_fracti
     from ..data.dataset import WindowDataset
     ds = WindowDataset(path, split, val_fraction=val_fraction, seed=seed, channels=channels or None)
     if not channels:
-        _check_one_channel_count(ds, path, split)
+        common = _common_channels(ds)
+        if common is not None:
+            log.warning("%s: the %s split mixes recordings with different channels; training on the %d "
+                        "channels they all have (choose others with --set channels=...): %s",
+                        path, split, len(common), ",".join(common))
+            ds = WindowDataset(path, split, val_fraction=val_fraction, seed=seed, channels=common)
     return ds if len(ds) else None
 
 
-def _check_one_channel_count(ds, path: Path, split: str) -> None:
-    """Windows are stacked into batches, so a split must not mix channel counts (TUAB has 22- and
-    20-channel TCP montages); the fix is to select channels every recording has."""
+def _common_channels(ds) -> list[str] | None:
+    """Windows are stacked into batches, so a split must not mix montages (TUAB has 22- and
+    20-channel TCP recordings). None when all recordings agree, else the channels all of them
+    have, in the first recording's order."""
     montages = [ds.channels_of(i) for i in range(len(ds.files))]
-    if len({len(m) for m in montages}) > 1:
-        common = [c for c in montages[0] if all(c in m for m in montages)]
-        raise ConfigError(f"{path}: the {split} split mixes recordings with "
-                          f"{sorted({len(m) for m in montages})} channels; select channels all of them have, "
-                          f"e.g. --set channels={','.join(common)}")
+    if len({tuple(m) for m in montages}) <= 1:
+        return None
+    common = [c for c in montages[0] if all(c in m for m in montages)]
+    if not common:
+        raise ConfigError(f"the recordings share no channel; select channels with --set channels=...")
+    return common
 
 
 def collate(batch: list, channel_names: Sequence[str] | None = None):
