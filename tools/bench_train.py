@@ -16,14 +16,14 @@ import torch
 
 from lumamba.config import get_config
 from lumamba.model import LuMamba
+from lumamba.montages import MONTAGES
 from lumamba.objectives import ObjectiveConfig
 from lumamba.train.loop import use_bf16
 from lumamba.train.optim import build_optimizer
 from lumamba.train.rng import TRAIN_DRAW
 from lumamba.train.tasks import FinetuneTask, PretrainTask
 
-TCP22 = ["FP1-F7", "F7-T3", "T3-T5", "T5-O1", "FP2-F8", "F8-T4", "T4-T6", "T6-O2", "A1-T3", "T3-C3", "C3-CZ",
-         "CZ-C4", "C4-T4", "T4-A2", "FP1-F3", "F3-C3", "C3-P3", "P3-O1", "FP2-F4", "F4-C4", "C4-P4", "P4-O2"]
+TCP22 = list(MONTAGES["tcp22"])
 
 
 def bench(task, x, y, names, steps: int, warmup: int, bf16: bool, layer_decay: float) -> dict:
