@@ -10,12 +10,25 @@ import importlib
 # public name -> submodule that defines it
 _LAZY = {
     "export_onnx": "onnx_export",
-    "load": "ort_runner",
     "Runner": "ort_runner",
     "Manifest": "manifest",
+    "load_host_c": "host_c_runner",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "load"])
+BACKENDS = ("onnxruntime", "c")
+
+
+def load(out_dir, backend: str = "onnxruntime", **kwargs):
+    """A callable (B, C, T) -> logits for an export directory: onnxruntime over the ONNX graphs
+    (default), or `backend="c"`: the generated C built for this machine and called through ctypes."""
+    if backend == "onnxruntime":
+        from .ort_runner import load as load_ort
+        return load_ort(out_dir, **kwargs)
+    if backend == "c":
+        from .host_c_runner import load_host_c
+        return load_host_c(out_dir, **kwargs)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def __getattr__(name: str):

@@ -1,0 +1,433 @@
+"""Generate the firmware's model driver (`model.h`, `model.c`) from a schedule manifest.
+
+The driver runs the manifest's schedule (see `manifest.py`) in C, calling one compiled graph
+(`<graph>_run()`, from `tvm_codegen`) per step:
+
+    int lumamba_init(void);                                   aligns the static arena
+    int lumamba_infer(const float *window, float *logits);    LUMAMBA_OK or an error code
+
+Memory is one static arena. Every buffer of the manifest (except the caller's input window and
+logits) and every graph's scratch is a block at an offset fixed here, with a lifetime in stages;
+blocks alive in the same stage never share bytes (greedy by size, as TFLite Micro plans).
+A buffer a stage both reads and writes whole (recurrent state) is double-buffered: the step reads
+one copy and writes the other, then the two pointers swap, because a graph's inputs and outputs
+must not alias. Loops over patches/tokens are plain C `for` loops; nothing is allocated at run
+time and nothing recurses.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .c_emit import c_identifier
+from .manifest import Binding, Manifest, Stage
+from .tvm_codegen import CGraph
+from .tvm_lower import c_type
+
+ARENA_ALIGN = 16  # bytes; the graphs' run functions require it of their scratch pointer
+GENERATOR = "lumamba.export.c_driver"
+
+
+@dataclass(frozen=True)
+class GraphCall:
+    """How the driver runs one manifest graph.
+
+    `function` is the compiled graph's C name (`<function>_run`); `cgraph` its ports and arena
+    size; `weights` names the const arrays passed as its weight arguments, in `cgraph.weights`
+    order (empty when the graph's weights are folded into its own sources).
+    """
+
+    function: str
+    cgraph: CGraph
+    weights: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A region of the static arena: a buffer copy or a stage's scratch, alive in stages first..last."""
+
+    name: str     # C identifier of the pointer in lumamba_infer()
+    nbytes: int
+    first: int
+    last: int
+    offset: int
+    what: str     # for the arena map comment
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The arena layout: blocks (buffer copies and scratch) and the total size in bytes."""
+
+    blocks: tuple[Block, ...]
+    total: int
+    double_buffered: tuple[str, ...]   # manifest buffers that have two copies
+    zero_at_start: tuple[str, ...]     # buffers read before anything writes them (zeros, as ORT's runner)
+
+    def block(self, name: str) -> Block:
+        return next(b for b in self.blocks if b.name == name)
+
+
+def _aligned(nbytes: int) -> int:
+    return (nbytes + ARENA_ALIGN - 1) // ARENA_ALIGN * ARENA_ALIGN
+
+
+def _buffer_ident(name: str) -> str:
+    return "buf_" + c_identifier(name)
+
+
+def _scratch_ident(index: int) -> str:
+    return f"scratch_{index}"
+
+
+def _nbytes(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * 4  # manifest buffers are float32
+
+
+def _external(manifest: Manifest) -> set[str]:
+    """Buffers the caller owns: the input window and the logits."""
+    return {manifest.input_buffer, manifest.logits_buffer}
+
+
+def _ping_pong(stage: Stage) -> set[str]:
+    """Buffers the stage reads and writes whole: these need two copies."""
+    read = {b.buffer for b in stage.inputs if not b.row}
+    return {b.buffer for b in stage.outputs if not b.row and b.buffer in read}
+
+
+def _check_schedule(manifest: Manifest) -> None:
+    """Reject schedules the driver cannot run without aliasing a graph's input and output."""
+    if manifest.logits_buffer is None:
+        raise ValueError("the manifest is encoder-only (no logits buffer): the firmware driver needs a classifier")
+    logits = manifest.buffer(manifest.logits_buffer)
+    if logits.shape != (1, manifest.n_classes):
+        raise ValueError(f"logits buffer {logits.name!r} has shape {logits.shape}, expected (1, {manifest.n_classes})")
+    window = manifest.buffer(manifest.input_buffer)
+    if window.shape != (1, manifest.n_channels, manifest.n_samples):
+        raise ValueError(f"input buffer {window.name!r} has shape {window.shape}, expected "
+                         f"(1, {manifest.n_channels}, {manifest.n_samples})")
+    for i, stage in enumerate(manifest.schedule):
+        where = f"stage {i} ({stage.graph})"
+        written = [b.buffer for b in stage.outputs]
+        if manifest.input_buffer in written or manifest.input_buffer in stage.zero:
+            raise ValueError(f"{where} writes the input buffer {manifest.input_buffer!r}, which is the caller's const window")
+        if len(set(written)) != len(written):
+            raise ValueError(f"{where} writes buffer(s) {sorted({w for w in written if written.count(w) > 1})} twice")
+        pairs = _ping_pong(stage)
+        for b in stage.outputs:
+            readers = [r for r in stage.inputs if r.buffer == b.buffer]
+            if readers and (b.row or any(r.row for r in readers)):
+                raise ValueError(f"{where} reads and writes rows of buffer {b.buffer!r}: input and output "
+                                 "would alias; only whole-buffer state can be double-buffered")
+            if b.buffer in pairs and b.buffer in _external(manifest):
+                raise ValueError(f"{where} reads and writes the caller's buffer {b.buffer!r} as state")
+
+
+def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPlan:
+    """Place every driver-owned buffer copy and every stage's scratch in one arena (see module doc)."""
+    _check_schedule(manifest)
+    external = _external(manifest)
+    doubled = sorted({name for stage in manifest.schedule for name in _ping_pong(stage)})
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    written: set[str] = set()
+    zero_at_start: list[str] = []
+    for i, stage in enumerate(manifest.schedule):
+        for name in stage.zero:
+            written.add(name)
+        for b in stage.inputs:
+            if b.buffer not in written and b.buffer not in external and b.buffer not in zero_at_start:
+                zero_at_start.append(b.buffer)   # read before written: ORT's runner reads zeros
+        touched = [*stage.zero, *(b.buffer for b in stage.inputs), *(b.buffer for b in stage.outputs)]
+        for name in touched:
+            first.setdefault(name, i)
+            last[name] = i
+        written.update(b.buffer for b in stage.outputs)
+    for name in zero_at_start:
+        first[name] = 0
+
+    wanted = []  # (ident, nbytes, first, last, what)
+    for buf in manifest.buffers:
+        if buf.name in external or buf.name not in first:
+            continue
+        nbytes = _nbytes(buf.shape)
+        what = f"{buf.name} {buf.kind} float32{list(buf.shape)}"
+        wanted.append((_buffer_ident(buf.name), nbytes, first[buf.name], last[buf.name], what))
+        if buf.name in doubled:
+            wanted.append((_buffer_ident(buf.name) + "_next", nbytes, first[buf.name], last[buf.name],
+                           what + ", second copy"))
+    for i, stage in enumerate(manifest.schedule):
+        call = calls[stage.graph]
+        if call.cgraph.arena_bytes:
+            wanted.append((_scratch_ident(i), call.cgraph.arena_bytes, i, i, f"scratch of {call.function}_run"))
+
+    blocks = _place(wanted)
+    total = max((b.offset + _aligned(b.nbytes) for b in blocks), default=0)
+    return MemoryPlan(tuple(blocks), total, tuple(doubled), tuple(zero_at_start))
+
+
+def _place(wanted) -> list[Block]:
+    """Greedy by size: largest first, each at the lowest aligned offset free during its lifetime."""
+    order = sorted(wanted, key=lambda w: (-_aligned(w[1]), w[2], w[0]))
+    placed: list[Block] = []
+    for ident, nbytes, start, end, what in order:
+        busy = sorted((b.offset, _aligned(b.nbytes)) for b in placed if b.first <= end and start <= b.last)
+        offset = 0
+        for o, n in busy:
+            if offset + _aligned(nbytes) <= o:
+                break
+            offset = max(offset, o + n)
+        placed.append(Block(ident, nbytes, start, end, offset, what))
+    return sorted(placed, key=lambda b: (b.offset, b.first, b.name))
+
+
+# --- C text -------------------------------------------------------------------------------------
+
+
+def _check_call(manifest: Manifest, stage: Stage, call: GraphCall) -> None:
+    """The compiled graph's ports must be the manifest graph's, in float32 and of the bound sizes."""
+    g, cg = manifest.graph(stage.graph), call.cgraph
+    n_data = len(cg.inputs) - len(cg.weights)
+    if len(call.weights) != len(cg.weights):
+        raise ValueError(f"graph {stage.graph!r}: {len(call.weights)} weight arrays for "
+                         f"{len(cg.weights)} weight arguments of {call.function}_run")
+    for what, got, want in (("inputs", cg.inputs[:n_data], g.inputs), ("outputs", cg.outputs, g.outputs)):
+        if sorted(s.name for s in got) != sorted(s.name for s in want):
+            raise ValueError(f"graph {stage.graph!r}: compiled {what} {[s.name for s in got]} differ from the "
+                             f"manifest's {[s.name for s in want]}")
+        shapes = {s.name: tuple(s.shape) for s in want}
+        for spec in got:
+            if spec.dtype != "float32" or int(np.prod(spec.shape)) != int(np.prod(shapes[spec.name])):
+                raise ValueError(f"graph {stage.graph!r}: port {spec.name!r} is {spec.dtype}{list(spec.shape)} "
+                                 f"in C but float32{list(shapes[spec.name])} in the manifest")
+
+
+class _Writer:
+    """C expressions for the buffers bound to a stage's ports."""
+
+    def __init__(self, manifest: Manifest, plan: MemoryPlan):
+        self.manifest = manifest
+        self.plan = plan
+
+    def pointer(self, binding: Binding, output: bool, stage: Stage) -> str:
+        m = self.manifest
+        if binding.buffer == m.input_buffer:
+            base = "window"
+        elif binding.buffer == m.logits_buffer:
+            base = "logits"
+        else:
+            base = _buffer_ident(binding.buffer)
+            if output and binding.buffer in _ping_pong(stage):
+                base += "_next"
+        if not binding.row:
+            return base
+        row = int(np.prod(m.buffer(binding.buffer).shape[1:], dtype=np.int64))
+        return f"{base} + t * {row}u"
+
+    def call(self, index: int, stage: Stage, call: GraphCall, indent: str) -> list[str]:
+        cg = call.cgraph
+        n_data = len(cg.inputs) - len(cg.weights)
+        ins = {b.port: b for b in stage.inputs}
+        outs = {b.port: b for b in stage.outputs}
+        args = [self.pointer(ins[s.name], False, stage) for s in cg.inputs[:n_data]]
+        args += list(call.weights)
+        args += [self.pointer(outs[s.name], True, stage) for s in cg.outputs]
+        args.append(f"arena + {self.plan.block(_scratch_ident(index)).offset}u" if cg.arena_bytes else "arena")
+        inner = indent + "        "
+        lines = [f"{indent}if ({call.function}_run("]
+        lines += [f"{inner}{a}," for a in args[:-1]] + [f"{inner}{args[-1]}) != 0) {{"]
+        lines += [f"{indent}    return LUMAMBA_ERR_INTERNAL;", f"{indent}}}"]
+        for name in sorted(_ping_pong(stage)):
+            ident = _buffer_ident(name)
+            lines.append(f"{indent}swap_buffers(&{ident}, &{ident}_next);")
+        return lines
+
+
+def _stage_lines(index: int, stage: Stage, call: GraphCall, writer: _Writer, manifest: Manifest) -> list[str]:
+    loops = {"once": "once", "forward": "for t = 0 .. S-1", "reverse": "for t = S-1 .. 0"}
+    lines = [f"    /* stage {index}: {stage.graph} ({call.function}_run), {loops[stage.loop]} */"]
+    for name in stage.zero:
+        lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(manifest.buffer(name).shape)}u);")
+    if stage.loop == "once":
+        return lines + writer.call(index, stage, call, "    ")
+    lines.append("    for (step = 0u; step < LUMAMBA_N_PATCHES; ++step) {")
+    lines.append("        t = step;" if stage.loop == "forward" else "        t = LUMAMBA_N_PATCHES - 1u - step;")
+    lines += writer.call(index, stage, call, "        ")
+    return lines + ["    }"]
+
+
+def _size_checks(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall]) -> list[str]:
+    """Compile-time checks that model.c and each graph's header agree on sizes (C99 has no
+    static_assert: a negative array size stops the build)."""
+    lines = []
+    done = set()
+    for i, stage in enumerate(manifest.schedule):
+        call = calls[stage.graph]
+        macro = call.function.upper()
+        cg = call.cgraph
+        if call.function not in done:
+            done.add(call.function)
+            ports = [(f"IN{k}", s) for k, s in enumerate(cg.inputs)] + [(f"OUT{k}", s) for k, s in enumerate(cg.outputs)]
+            for tag, spec in ports:
+                lines.append(f"typedef char lumamba_check_{call.function}_{tag.lower()}"
+                             f"[({macro}_{tag}_SIZE == {int(np.prod(spec.shape))}) ? 1 : -1];")
+        if cg.arena_bytes:
+            size = plan.block(_scratch_ident(i)).nbytes
+            lines.append(f"typedef char lumamba_check_scratch_{i}[({macro}_ARENA_BYTES <= {size}u) ? 1 : -1];")
+    return lines
+
+
+def weight_declarations(calls: Mapping[str, GraphCall]) -> list[str]:
+    """`extern const` declarations of every weight array passed to a shared graph, sorted by name."""
+    decls = {}
+    for call in calls.values():
+        for name, spec in zip(call.weights, call.cgraph.weights):
+            decls[name] = f"extern const {c_type(spec.dtype)} {name}[{max(int(np.prod(spec.shape)), 1)}];"
+    return [decls[k] for k in sorted(decls)]
+
+
+def generate_driver(manifest: Manifest, calls: Mapping[str, GraphCall]) -> dict[str, str]:
+    """`model.h`, `model.c` and, when weights are passed as arguments, `model_weights.h`
+    (file name -> text) for `manifest`, whose graphs are compiled as `calls[graph name]`."""
+    missing = [g.name for g in manifest.graphs if g.name not in calls]
+    if missing:
+        raise ValueError(f"no compiled C for graph(s) {missing}")
+    for stage in manifest.schedule:
+        _check_call(manifest, stage, calls[stage.graph])
+    plan = plan_memory(manifest, calls)
+    sources = {"model.h": _model_h(manifest, plan), "model.c": _model_c(manifest, plan, calls)}
+    decls = weight_declarations(calls)
+    if decls:
+        sources["model_weights.h"] = "\n".join([
+            f"/* Weights passed to the shared graphs' run functions (defined in weights_*.c). Generated by "
+            f"{GENERATOR}; do not edit. */",
+            "#ifndef LUMAMBA_MODEL_WEIGHTS_H", "#define LUMAMBA_MODEL_WEIGHTS_H", "", "#include <stdint.h>", "",
+            *decls, "", "#endif", ""])
+    return sources
+
+
+def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
+    channels = [f" *   {i:2d} {name}" for i, name in enumerate(manifest.channel_names)]
+    return "\n".join([
+        f"/* LuMamba model interface. Generated by {GENERATOR}; do not edit. */",
+        "#ifndef LUMAMBA_MODEL_H",
+        "#define LUMAMBA_MODEL_H",
+        "",
+        '#include "lumamba_runtime.h"',
+        "",
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
+        "",
+        "/* One window: LUMAMBA_N_CHANNELS rows of LUMAMBA_N_SAMPLES float32 samples, row-major,",
+        " * channels in this order:",
+        *channels,
+        " */",
+        f"#define LUMAMBA_N_CHANNELS {manifest.n_channels}",
+        f"#define LUMAMBA_N_SAMPLES {manifest.n_samples}",
+        f"#define LUMAMBA_N_PATCHES {manifest.n_patches}",
+        f"#define LUMAMBA_N_CLASSES {manifest.n_classes}",
+        "",
+        "/* Static RAM the model reserves for activations, recurrent state and scratch. */",
+        f"#define LUMAMBA_ARENA_BYTES {plan.total}u",
+        "",
+        "/* Prepares the static arena; call once before lumamba_infer(). Returns LUMAMBA_OK. */",
+        "int lumamba_init(void);",
+        "",
+        "/* Computes LUMAMBA_N_CLASSES logits of one window. Returns LUMAMBA_OK, or",
+        " * LUMAMBA_ERR_NOT_INITIALISED, LUMAMBA_ERR_NULL_POINTER, LUMAMBA_ERR_NONFINITE_INPUT",
+        " * (a NaN or infinity in the window; logits untouched) or LUMAMBA_ERR_INTERNAL. */",
+        "int lumamba_infer(const float *window, float *logits);",
+        "",
+        "#ifdef __cplusplus",
+        "}",
+        "#endif",
+        "",
+        "#endif /* LUMAMBA_MODEL_H */",
+        "",
+    ])
+
+
+def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall]) -> str:
+    writer = _Writer(manifest, plan)
+    functions = sorted({calls[s.graph].function for s in manifest.schedule})
+    has_loop = any(s.loop != "once" for s in manifest.schedule)
+    arena_map = [f" *   [{b.offset:>9}, {b.offset + b.nbytes:>9})  stages {b.first}-{b.last}  {b.name}: {b.what}"
+                 for b in plan.blocks]
+    lines = [
+        f"/* LuMamba driver: runs the schedule of manifest.json over the compiled graphs.",
+        f" * Generated by {GENERATOR}; do not edit. */",
+        "#include <stddef.h>",
+        "#include <stdint.h>",
+        "#include <string.h>",
+        "",
+        '#include "lumamba_runtime.h"',
+        '#include "model.h"',
+        *(['#include "model_weights.h"'] if weight_declarations(calls) else []),
+        *[f'#include "{f}.h"' for f in functions],
+        "",
+        *_size_checks(manifest, plan, calls),
+        "",
+        f"#define LUMAMBA_ARENA_ALIGN {ARENA_ALIGN}u",
+        "",
+        "/* Arena map (byte ranges; blocks alive in a common stage never overlap):",
+        *arena_map,
+        " * The caller's window and logits are used in place.",
+        " */",
+        "static float lumamba_storage[(LUMAMBA_ARENA_BYTES + LUMAMBA_ARENA_ALIGN) / sizeof(float)];",
+        "static uint8_t *lumamba_arena; /* LUMAMBA_ARENA_ALIGN-aligned start in lumamba_storage; NULL before init */",
+        "",
+    ]
+    if plan.double_buffered:
+        lines += [
+            "/* Recurrent state is double-buffered: a step reads one copy and writes the other. */",
+            "static void swap_buffers(float **current, float **next)",
+            "{",
+            "    float *tmp = *current;",
+            "    *current = *next;",
+            "    *next = tmp;",
+            "}",
+            "",
+        ]
+    lines += [
+        "int lumamba_init(void)",
+        "{",
+        "    /* float storage is only 4-byte aligned in C99: start the arena at the next boundary. */",
+        "    uintptr_t misalignment = (uintptr_t)lumamba_storage % LUMAMBA_ARENA_ALIGN;",
+        "    lumamba_arena = (uint8_t *)lumamba_storage +",
+        "                    (misalignment == 0u ? 0u : LUMAMBA_ARENA_ALIGN - misalignment);",
+        "    return LUMAMBA_OK;",
+        "}",
+        "",
+        "int lumamba_infer(const float *window, float *logits)",
+        "{",
+        "    uint8_t *const arena = lumamba_arena;",
+    ]
+    for b in plan.blocks:
+        if not b.name.startswith("scratch_"):
+            lines.append(f"    float *{b.name} = (float *)(arena + {b.offset}u);")
+    if has_loop:
+        lines += ["    size_t step;", "    size_t t;"]
+    lines += [
+        "    int status;",
+        "",
+        "    if (arena == NULL) {",
+        "        return LUMAMBA_ERR_NOT_INITIALISED;",
+        "    }",
+        "    if (logits == NULL) {",
+        "        return LUMAMBA_ERR_NULL_POINTER;",
+        "    }",
+        "    status = lumamba_check_finite(window, (size_t)LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES);",
+        "    if (status != LUMAMBA_OK) {",
+        "        return status;",
+        "    }",
+    ]
+    for name in plan.zero_at_start:
+        lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(manifest.buffer(name).shape)}u);"
+                     "  /* read before written */")
+    for i, stage in enumerate(manifest.schedule):
+        lines.append("")
+        lines += _stage_lines(i, stage, calls[stage.graph], writer, manifest)
+    lines += ["    return LUMAMBA_OK;", "}", ""]
+    return "\n".join(lines)

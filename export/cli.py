@@ -1,0 +1,340 @@
+"""`lumamba-export`: from a LuMamba checkpoint to a built, verified firmware project.
+
+    lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
+                   [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--verify]
+                   [--board-profile NAME|FILE] [--no-fit-check]
+
+Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
+project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
+-> fit check against the real chip -> with --verify, fixed windows on QEMU (or natively for
+host) compared with onnxruntime. `--target onnx` stops after the graphs (--verify then compares
+onnxruntime with PyTorch).
+
+Everything is written to a temporary directory beside --out and moved into place at the end, so
+a failed or interrupted run never replaces a good earlier project. A project that builds but does
+not fit, or fails verification, is kept as OUT.rejected for inspection.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = {"onnx": None, "host": "host", "cortex-m": "cortex-m4f", "cortex-m55": "cortex-m55",
+           "riscv": "riscv32"}
+DEFAULT_CONFIG = "micro"      # the random fallback when there is no demo model
+RANDOM_SEED = 0
+RANDOM_N_CLASSES = 2
+DEFAULT_MONTAGE = "tcp22"
+DEFAULT_N_SAMPLES = 1280
+INT8_MESSAGE = "int8 export is not implemented yet (issue 5)"
+
+
+class ExportError(RuntimeError):
+    """A user-facing failure: printed as one message, exit status 1."""
+
+
+def demo_model_path() -> Path:
+    """Where the bundled demo model lives (it may not exist)."""
+    import lumamba
+    return Path(lumamba.__file__).resolve().parent / "assets" / "demo_model.safetensors"
+
+
+class _Steps:
+    """Numbered progress lines with the time each step took."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.started = total, 0, None
+
+    def __call__(self, title: str) -> None:
+        self.finish()
+        self.index += 1
+        self.started = time.perf_counter()
+        print(f"[{self.index}/{self.total}] {title}", flush=True)
+
+    def finish(self) -> None:
+        if self.started is not None:
+            print(f"      done in {time.perf_counter() - self.started:.1f} s", flush=True)
+            self.started = None
+
+
+def _warn(message: str) -> None:
+    print(f"lumamba-export: WARNING: {message}", file=sys.stderr, flush=True)
+
+
+# --- model and montage ------------------------------------------------------------------------
+
+
+def _classifier_classes(path: Path) -> int:
+    """Number of classes of the classifier stored in a checkpoint; ExportError if it has none."""
+    from lumamba.checkpoint import read_checkpoint
+
+    tensors, config = read_checkpoint(path)
+    last = "classifier.fc3.weight" if config.head == "mamba" else "classifier.fc1.weight"
+    if last not in tensors:
+        raise ExportError(f"--checkpoint {path}: no classifier weights ({last}); this looks like a pre-training "
+                          "checkpoint. Export needs a fine-tuned model (lumamba-train finetune).")
+    return int(tensors[last].shape[0])
+
+
+def load_model(checkpoint: str | None, config: str | None):
+    """(model, description, checkpoint path or None) as the options ask (see main's help)."""
+    import torch
+
+    from lumamba import CONFIGS, LuMamba
+    from lumamba.checkpoint import load_pretrained
+
+    if checkpoint is not None and config is not None:
+        raise ExportError("--config applies only without --checkpoint (a checkpoint stores its own config)")
+    what = "checkpoint"
+    if checkpoint is None and config is None and demo_model_path().is_file():
+        checkpoint, what = str(demo_model_path()), "bundled demo model"
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise ExportError(f"--checkpoint {path}: file not found")
+        try:
+            model = load_pretrained(path, n_classes=_classifier_classes(path))
+        except ValueError as e:   # CheckpointError: unreadable file or mismatched keys
+            raise ExportError(f"--checkpoint {path}: {e}") from None
+        return model.eval(), f"{what} {path}", path
+    if config is None:
+        _warn(f"no --checkpoint and no bundled demo model at {demo_model_path()}: exporting a randomly "
+              f"initialised '{DEFAULT_CONFIG}' model (seed {RANDOM_SEED}); its outputs are meaningless")
+        config = DEFAULT_CONFIG
+    else:
+        _warn(f"no --checkpoint: exporting a randomly initialised '{config}' model (seed {RANDOM_SEED})")
+    if config not in CONFIGS:
+        raise ExportError(f"--config {config!r}: unknown config; known configs: {', '.join(CONFIGS)}")
+    torch.manual_seed(RANDOM_SEED)
+    model = LuMamba(CONFIGS[config], n_classes=RANDOM_N_CLASSES)
+    return model.eval(), f"random '{config}' model (seed {RANDOM_SEED})", None
+
+
+def load_channels(montage: str) -> list[str]:
+    from lumamba.channels import ChannelError
+    from lumamba.montages import load_montage
+    try:
+        return load_montage(montage)
+    except ChannelError as e:
+        raise ExportError(f"--montage: {e}") from None
+
+
+def board_with_limits(board_name: str, profile: str | None):
+    """The board, with the real-chip limits of `profile` (a board name or a JSON file) if given."""
+    from lumamba.export.boards import BOARDS, Target, load_board
+
+    board = load_board(board_name)
+    if profile is None:
+        return board
+    if profile in BOARDS:
+        target = load_board(profile).target
+        if target is None:
+            raise ExportError(f"--board-profile {profile}: that board has no real-chip memory limits")
+        return dataclasses.replace(board, target=target)
+    path = Path(profile)
+    if not path.is_file():
+        raise ExportError(f"--board-profile {profile!r}: neither a board ({', '.join(BOARDS)}) nor an existing file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        t = data.get("target", data)   # a whole board profile, or just its "target" object
+        target = Target(name=str(t["name"]), flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
+                        notes=str(t.get("notes", "")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ExportError(f"--board-profile {path}: expected JSON with a \"target\" object holding name, "
+                          f"flash_bytes and ram_bytes ({type(e).__name__}: {e})") from None
+    return dataclasses.replace(board, target=target)
+
+
+def check_fit(report: dict, no_fit_check: bool = False) -> None:
+    """ExportError saying by how many bytes the build exceeds the chip; only a warning with
+    `no_fit_check`."""
+    from lumamba.export.memory_report import MemoryFitError, check_fits
+    try:
+        check_fits(report)
+    except MemoryFitError as e:
+        if not no_fit_check:
+            raise ExportError(f"{e}. Use a smaller config or window, or pass --no-fit-check to keep the project "
+                              "anyway.") from None
+        _warn(f"{e} (--no-fit-check: continuing)")
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> None:
+    """The steps after the model is loaded, writing into `work`."""
+    from lumamba.export.firmware_project import ONNX_DIR, compile_model, write_project
+    from lumamba.export.memory_report import format_report, memory_report
+    from lumamba.export.onnx_export import export_onnx
+    from lumamba.export.verify import fixed_windows, verify_on_board, verify_onnx
+
+    board_name = TARGETS[args.target]
+    board = board_with_limits(board_name, args.board_profile) if board_name else None
+    if board is not None:
+        from lumamba.export.build import check_toolchain
+        check_toolchain(board, need_emulator=args.verify)
+
+    steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
+    onnx_dir = work if board is None else work / ONNX_DIR
+    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint)
+    print(f"      {len(manifest.graphs)} graphs, {len(manifest.schedule)} stages, "
+          f"{manifest.n_patches} tokens per window")
+    if board is None:
+        if args.verify:
+            steps("verifying onnxruntime against PyTorch on fixed windows")
+            print("      " + verify_onnx(onnx_dir, model).summary())
+        return
+
+    steps("compiling the graphs to C with TVM")
+    compiled = compile_model(manifest, onnx_dir, progress=lambda m: print("    " + m, flush=True))
+    steps("writing the firmware project")
+    write_project(compiled, work, fixed_windows(manifest.n_channels, manifest.n_samples), board=board.name)
+    steps(f"building for {board.name} ({board.compiler})")
+    elf = _build(work, board)
+    steps("memory report")
+    report = memory_report(elf, board, work)
+    (work / "memory.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(format_report(report))
+    check_fit(report, args.no_fit_check)
+    if args.verify:
+        steps(f"verifying on {board.name} against onnxruntime (fixed windows)")
+        result = verify_on_board(work, board, timeout_s=args.timeout)
+        print("      " + result.summary())
+        print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
+
+
+def _build(project: Path, board) -> Path:
+    """build_project, with make's output cut to what explains a failure."""
+    from lumamba.export.build import BuildError, build_project
+    try:
+        return build_project(project, board)
+    except BuildError as e:
+        lines = str(e).splitlines()
+        overflow = re.search(r"region `(\w+)' overflowed by (\d+) bytes", str(e))
+        if overflow and board.emulator is not None:
+            region = getattr(board.emulator, overflow.group(1), None)
+            where = f" ({region.size:,} bytes: {region.memory})" if region is not None else ""
+            raise ExportError(f"the image does not fit the {overflow.group(1)} of the emulated {board.name} "
+                              f"machine{where}: over by {int(overflow.group(2)):,} bytes. Use a smaller config "
+                              "(or a board with more memory, e.g. --target cortex-m55).") from None
+        tail = [line for line in lines[1:] if not line.startswith(("make: ", board.compiler + " "))]
+        raise BuildError("\n".join([lines[0], *tail[-30:]])) from None
+
+
+def _install(work: Path, out: Path) -> None:
+    """Put the finished `work` directory in place of `out` (an earlier project is replaced only now)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        out.rename(old / out.name)
+    work.rename(out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _reject(work: Path, out: Path) -> Path:
+    rejected = out.with_name(out.name + ".rejected")
+    if rejected.exists():
+        shutil.rmtree(rejected)
+    work.rename(rejected)
+    return rejected
+
+
+def run(args: argparse.Namespace) -> Path:
+    """The whole export as the options ask; returns the output directory."""
+    out = Path(args.out)
+    n_steps = (1 if args.target == "onnx" else 5) + bool(args.verify)
+    steps = _Steps(n_steps)
+    channels = load_channels(args.montage)
+    model, description, checkpoint = load_model(args.checkpoint, args.config)
+    patch = model.config.patch_size
+    if args.n_samples <= 0 or args.n_samples % patch:
+        raise ExportError(f"--n-samples {args.n_samples}: must be a positive multiple of the patch size {patch}")
+    print(f"lumamba-export: {description}, target {args.target}, montage {args.montage} "
+          f"({len(channels)} channels), {args.n_samples} samples per window -> {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        _export(args, model, channels, checkpoint, work, steps)
+        steps.finish()
+    except BaseException as e:
+        from lumamba.export.qemu import FirmwareRunError
+        from lumamba.export.verify import VerificationError
+        complete = (work / "memory.json").is_file()   # built and measured: worth keeping for a look
+        if complete and isinstance(e, (ExportError, VerificationError, FirmwareRunError)):
+            rejected = _reject(work, out)
+            raise ExportError(f"{e}\n(the new project is in {rejected}; {out} was not changed)") from None
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _install(work, out)
+    stale = out.with_name(out.name + ".rejected")
+    if stale.exists():   # an earlier rejected attempt is superseded by this good project
+        shutil.rmtree(stale)
+    board = TARGETS[args.target]
+    if board is None:
+        print(f"wrote {out}: manifest.json and {len(list(out.glob('*.onnx')))} ONNX graphs")
+    else:
+        print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json\n"
+              f"rebuild with: make -C {out} BOARD={board}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lumamba-export",
+        description="Export LuMamba to recurrent-mode ONNX and to C firmware for a microcontroller, "
+                    "built and (with --verify) checked against onnxruntime.")
+    p.add_argument("--target", required=True, choices=list(TARGETS),
+                   help="onnx: graphs + manifest only; host: native build; cortex-m: Cortex-M4F; "
+                        "cortex-m55: Cortex-M55; riscv: RV32IMFC")
+    p.add_argument("--checkpoint", help="fine-tuned checkpoint (.safetensors); default: the bundled demo model")
+    p.add_argument("--config", help="without --checkpoint: export a randomly initialised model of this config "
+                                    "(tiny, small, micro)")
+    p.add_argument("--montage", default=DEFAULT_MONTAGE,
+                   help=f"channel montage: a built-in name (tcp22, tcp20, apava16, ...) or a text file of "
+                        f"channel names (default {DEFAULT_MONTAGE})")
+    p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
+                   help=f"samples per channel and window, a multiple of the patch size (default {DEFAULT_N_SAMPLES})")
+    p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
+    p.add_argument("--verify", action="store_true",
+                   help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
+                        "(max abs error <= 1e-4)")
+    p.add_argument("--board-profile", metavar="NAME|FILE",
+                   help="real chip whose flash and RAM the build must fit: a board name or a JSON file with a "
+                        "\"target\" object (name, flash_bytes, ram_bytes); default: the target's own")
+    p.add_argument("--no-fit-check", action="store_true",
+                   help="keep a project that does not fit the chip (the report still says by how much)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
+    p.add_argument("--int8", action="store_true", help="int8 weights and activations (not implemented yet)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 ok, 1 export failed, 2 bad options)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.int8:
+        parser.error(INT8_MESSAGE)
+    if args.out is None:
+        args.out = f"out/lumamba-{args.target}"
+    from lumamba.export.build import BuildError, ToolchainError
+    from lumamba.export.qemu import FirmwareRunError
+    from lumamba.export.verify import VerificationError
+    try:
+        run(args)
+    except (ExportError, ValueError, FileNotFoundError, ToolchainError, BuildError, FirmwareRunError,
+            VerificationError) as e:
+        print(f"lumamba-export: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

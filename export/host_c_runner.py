@@ -1,0 +1,152 @@
+"""Run the generated C model on the host: built as a shared library with gcc, called via ctypes.
+
+`load_host_c(out_dir)` returns a callable like the onnxruntime runner (`lumamba.export.load`):
+`model(x)` -> logits (B, n_classes). It runs exactly the sources a firmware project builds
+(model.c, the graphs' kernels, drivers and weights, the firmware runtime), compiled with the
+same warnings-as-errors flags, so host C and onnxruntime can be compared without an emulator.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from lumamba.firmware import ROOT as FIRMWARE_ROOT
+
+from .build import FIRMWARE_DIR, BuildError
+from .manifest import MANIFEST_NAME, Manifest
+from .tvm_host import HOST_CFLAGS
+
+LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
+GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
+
+
+def _runtime_source(project: Path) -> Path:
+    copy = project / FIRMWARE_DIR / "runtime" / "lumamba_runtime.c"
+    return copy if copy.is_file() else FIRMWARE_ROOT / "runtime" / "lumamba_runtime.c"
+
+
+def build_host_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) -> Path:
+    """Compile the project's model sources and the runtime into a shared library (cached by the
+    sources' content, so an unchanged project is not rebuilt). Returns the library's path."""
+    project = Path(project_dir)
+    if shutil.which(cc) is None:
+        raise FileNotFoundError(f"C compiler {cc!r} not found (Debian package gcc)")
+    runtime = _runtime_source(project)
+    sources = sorted(project.glob("*.c")) + [runtime]
+    if not (project / "model.h").is_file() or not (project / "model.c").is_file():
+        raise FileNotFoundError(f"{project} holds no generated model (model.c, model.h)")
+    digest = hashlib.sha256(" ".join((cc, *HOST_CFLAGS)).encode())
+    for path in sorted([*sources, *project.glob("*.h")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    library = project / LIBRARY_DIR / f"liblumamba-{digest.hexdigest()[:16]}.so"
+    if library.is_file():
+        return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    includes = ["-I", str(project), "-I", str(runtime.parent)]
+    with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
+        def compile_one(src: Path) -> Path:
+            obj = Path(tmp) / (src.stem + ".o")
+            _run([cc, *HOST_CFLAGS, *includes, "-c", str(src), "-o", str(obj)])
+            return obj
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            objects = list(pool.map(compile_one, sources))
+        partial = Path(tmp) / library.name
+        _run([cc, "-shared", "-o", str(partial), *map(str, objects), "-lm"])
+        os.replace(partial, library)   # complete or absent, never half-written
+    return library
+
+
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"{' '.join(cmd)} failed:\n{result.stderr}")
+
+
+def _header_defines(model_h: Path) -> dict[str, int]:
+    text = model_h.read_text(encoding="utf-8")
+    return {k: int(v) for k, v in re.findall(r"#define LUMAMBA_(\w+) (\d+)u?\b", text)}
+
+
+class HostCModel:
+    """The generated C model in this process: `model(x)` -> logits (B, n_classes)."""
+
+    def __init__(self, library: str | Path, n_channels: int, n_samples: int, n_classes: int):
+        self.library = Path(library)
+        self.n_channels, self.n_samples, self.n_classes = n_channels, n_samples, n_classes
+        self._lib = ctypes.CDLL(str(self.library))
+        self._infer = self._lib.lumamba_infer
+        self._infer.restype = ctypes.c_int
+        self._infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self._status_name = self._lib.lumamba_status_name
+        self._status_name.restype = ctypes.c_char_p
+        self._status_name.argtypes = [ctypes.c_int]
+        status = self._lib.lumamba_init()
+        if status != 0:
+            raise RuntimeError(f"lumamba_init() returned {status} ({self.status_name(status)})")
+
+    def status_name(self, status: int) -> str:
+        return self._status_name(status).decode()
+
+    def infer(self, window: np.ndarray, logits: np.ndarray | None = None) -> int:
+        """Raw `lumamba_infer` on one float32 window (C, T) into `logits`; returns the status."""
+        window = np.ascontiguousarray(window, dtype=np.float32)
+        if window.size != self.n_channels * self.n_samples:
+            raise ValueError(f"window must hold {self.n_channels} x {self.n_samples} samples, got shape {window.shape}")
+        out = logits if logits is not None else np.empty(self.n_classes, np.float32)
+        return self._infer(window.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+
+    def __call__(self, x) -> np.ndarray:
+        """Logits (B, n_classes) of float32 windows x (B, C, T)."""
+        if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[1:] != (self.n_channels, self.n_samples):
+            raise ValueError(f"x must have shape (B, {self.n_channels}, {self.n_samples}), got {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"x must be floating point (float32), got {x.dtype}")
+        logits = np.empty((x.shape[0], self.n_classes), np.float32)
+        for b, window in enumerate(x):
+            status = self.infer(window, logits[b])
+            if status != 0:
+                name = self.status_name(status)
+                error = ValueError if name == "NONFINITE_INPUT" else RuntimeError
+                raise error(f"lumamba_infer() returned {status} ({name}) for window {b}")
+        return logits
+
+
+def load_host_c(out_dir: str | Path, cc: str = "gcc") -> HostCModel:
+    """The generated C of `out_dir`, built for the host and loaded.
+
+    `out_dir` is a firmware project (holds model.h) or an ONNX export directory (holds
+    manifest.json), whose C is then generated into `out_dir/host_c` first.
+    """
+    out = Path(out_dir)
+    if not (out / "model.h").is_file():
+        if not (out / MANIFEST_NAME).is_file():
+            raise FileNotFoundError(f"{out} is neither a firmware project (model.h) nor an ONNX export "
+                                    f"({MANIFEST_NAME})")
+        out = _generate(out)
+    defines = _header_defines(out / "model.h")
+    library = build_host_library(out, cc)
+    return HostCModel(library, defines["N_CHANNELS"], defines["N_SAMPLES"], defines["N_CLASSES"])
+
+
+def _generate(onnx_dir: Path) -> Path:
+    from .firmware_project import compile_model, write_project
+    from .verify import fixed_windows
+
+    manifest = Manifest.load(onnx_dir)
+    project = onnx_dir / GENERATED_PROJECT
+    compiled = compile_model(manifest, onnx_dir)
+    write_project(compiled, project, fixed_windows(manifest.n_channels, manifest.n_samples), board="host")
+    return project

@@ -1,0 +1,156 @@
+"""Check generated C against onnxruntime on fixed windows: on the emulated board or on the host.
+
+Tolerance: max abs error of the logits <= 1e-4 (TOLERANCE). Both sides compute in float32, but
+in a different order (TVM's loop nests vs onnxruntime's blocked kernels) and with different libm
+implementations (picolibc or glibc vs onnxruntime's own exp/erf/tanh), so each op may differ by a
+few ulp. Over the ~100 ops between window and logits, and the recurrences over S tokens, that
+accumulates to about 1e-6..1e-5 on logits of magnitude ~1 (measured: see the tests); a wrong
+weight, state or loop direction moves them by 1e-2 or more.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .boards import Board, load_board
+from .build import build_project, write_test_vectors
+from .manifest import Manifest
+from .qemu import run_elf
+
+TOLERANCE = 1e-4
+N_WINDOWS = 2
+SEED = 1234
+SAMPLE_RATE_HZ = 256.0  # the rate LuMamba's windows are resampled to
+
+
+class VerificationError(RuntimeError):
+    """The generated C disagrees with onnxruntime (or failed to run)."""
+
+
+@dataclass
+class Verification:
+    """Logits of the C and of the reference on the same windows, and their largest difference."""
+
+    where: str                    # "cortex-m4f (QEMU)", "host C", ...
+    logits: np.ndarray            # (n_windows, n_classes) from the C
+    reference: np.ndarray         # (n_windows, n_classes) from onnxruntime
+    max_abs_error: float
+    insns: list[int] = field(default_factory=list)   # instructions per window (emulated boards)
+    seconds: float = 0.0          # wall time of the run (build excluded)
+    reference_name: str = "onnxruntime"
+
+    def summary(self) -> str:
+        text = (f"{self.where}: {len(self.logits)} windows, max abs error of the logits vs {self.reference_name} "
+                f"{self.max_abs_error:.2e} (tolerance {TOLERANCE:g})")
+        if self.insns:
+            text += f"; {int(np.mean(self.insns)):,} instructions per window"
+        return text
+
+
+def fixed_windows(n_channels: int, n_samples: int, n_windows: int = N_WINDOWS) -> np.ndarray:
+    """Deterministic test windows (n_windows, C, T), float32, of unit scale.
+
+    Window 0 is white Gaussian noise; the others are EEG-like: a few rhythms (delta to beta) per
+    channel with random amplitudes and phases, plus noise. Fixed by SEED, so every run, board
+    and host computes on the same bits.
+    """
+    rng = np.random.default_rng(SEED)
+    t = np.arange(n_samples) / SAMPLE_RATE_HZ
+    windows = rng.standard_normal((n_windows, n_channels, n_samples))
+    for w in range(1, n_windows):
+        freqs = rng.uniform(1.0, 30.0, size=(n_channels, 4, 1))
+        amps = rng.uniform(0.2, 1.0, size=(n_channels, 4, 1))
+        phases = rng.uniform(0.0, 2 * np.pi, size=(n_channels, 4, 1))
+        rhythms = (amps * np.sin(2 * np.pi * freqs * t + phases)).sum(axis=1)
+        windows[w] = rhythms + 0.3 * windows[w]
+    return windows.astype(np.float32)
+
+
+def compare(logits: np.ndarray, reference: np.ndarray, where: str, tolerance: float = TOLERANCE,
+            names: tuple[str, str] = ("the generated C", "onnxruntime")) -> float:
+    """Max abs error of `logits` vs `reference`; VerificationError naming the worst window/class.
+    `names` are what computed the logits and the reference, for the message."""
+    logits, reference = np.asarray(logits, np.float64), np.asarray(reference, np.float64)
+    if logits.shape != reference.shape:
+        raise VerificationError(f"{where}: logits of shape {logits.shape}, reference {reference.shape}")
+    if not np.all(np.isfinite(logits)):
+        w, c = np.argwhere(~np.isfinite(logits))[0]
+        raise VerificationError(f"{where}: logit {c} of window {w} is {logits[w, c]}")
+    diff = np.abs(logits - reference)
+    worst = float(diff.max()) if diff.size else 0.0
+    if worst > tolerance:
+        w, c = np.unravel_index(np.argmax(diff), diff.shape)
+        raise VerificationError(
+            f"{where}: {names[0]} disagrees with {names[1]}: max abs error {worst:.3e} > {tolerance:g} "
+            f"(window {w}, class {c}: {logits[w, c]:.6g} vs {reference[w, c]:.6g})")
+    return worst
+
+
+def reference_logits(onnx_dir: str | Path, windows: np.ndarray) -> np.ndarray:
+    """onnxruntime's logits for `windows`, running the export's schedule."""
+    from .ort_runner import load
+    return load(onnx_dir)(windows)
+
+
+def verify_on_board(project_dir: str | Path, board: Board | str, windows: np.ndarray | None = None,
+                    timeout_s: float = 1800.0, jobs: int = 2) -> Verification:
+    """Build the project with `windows` as its test vectors (default: fixed_windows), run it on
+    `board` (QEMU, or natively for host) and compare with onnxruntime on the project's export."""
+    from .firmware_project import ONNX_DIR
+
+    project = Path(project_dir)
+    board = board if isinstance(board, Board) else load_board(board)
+    onnx_dir = project / ONNX_DIR
+    manifest = Manifest.load(onnx_dir)
+    if windows is None:
+        windows = fixed_windows(manifest.n_channels, manifest.n_samples)
+    write_test_vectors(project, windows)
+    elf = build_project(project, board, jobs=jobs)
+    where = f"{board.name} ({'QEMU ' + board.emulator.machine if board.emulator else 'native'})"
+    start = time.perf_counter()
+    result = run_elf(elf, board, timeout_s=timeout_s)
+    seconds = time.perf_counter() - start
+    failed = [(w, s) for w, s in enumerate(result.statuses) if s != 0]
+    if failed:
+        raise VerificationError(f"{where}: lumamba_infer() failed with status {failed[0][1]} on window "
+                                f"{failed[0][0]}; output:\n{result.stdout[-2000:]}")
+    reference = reference_logits(onnx_dir, windows)
+    error = compare(result.logits, reference, where)
+    return Verification(where, result.logits, reference, error, list(result.insns), seconds)
+
+
+def verify_host_c(project_dir: str | Path, windows: np.ndarray | None = None) -> Verification:
+    """Run the project's C as a host shared library (no emulator) and compare with onnxruntime."""
+    from .firmware_project import ONNX_DIR
+    from .host_c_runner import load_host_c
+
+    project = Path(project_dir)
+    manifest = Manifest.load(project / ONNX_DIR)
+    if windows is None:
+        windows = fixed_windows(manifest.n_channels, manifest.n_samples)
+    model = load_host_c(project)
+    start = time.perf_counter()
+    logits = model(windows)
+    seconds = time.perf_counter() - start
+    reference = reference_logits(project / ONNX_DIR, windows)
+    return Verification("host C", logits, reference, compare(logits, reference, "host C"), [], seconds)
+
+
+def verify_onnx(onnx_dir: str | Path, model, windows: np.ndarray | None = None) -> Verification:
+    """Compare onnxruntime on the export with the PyTorch `model` it came from (same tolerance)."""
+    import torch
+
+    manifest = Manifest.load(onnx_dir)
+    if windows is None:
+        windows = fixed_windows(manifest.n_channels, manifest.n_samples)
+    start = time.perf_counter()
+    got = reference_logits(onnx_dir, windows)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(windows), list(manifest.channel_names)).numpy()
+    where = "onnxruntime vs PyTorch"
+    error = compare(got, expected, where, names=("onnxruntime", "PyTorch"))
+    return Verification(where, got, expected, error, [], seconds, reference_name="PyTorch")

@@ -1,0 +1,315 @@
+"""The model driver generator (c_driver) on small hand-made manifests, run as host C against numpy.
+
+The synthetic model has the shape of LuMamba's schedule with 2 x 10 samples and S = 5 tokens:
+
+    embed  once      z        = tanh(reshape(window, (S, 4)) @ We + be)
+    fwd    forward   h        = tanh(z[t] @ Wx + h @ Wh + b);  a[t] = z[t] + h       (state h)
+    rev    reverse   g        = tanh(z[t] @ Wx' + g @ Wh' + b'); z2[t] = a[t] + g   (state g)
+    hstep  forward   acc      = acc + relu(z2[t] @ Wq)                               (state acc, read later)
+    hout   once      logits   = (acc / S) @ Wo + bo
+
+fwd and rev have one structure (different weights), as LuMamba's encoder steps. S is odd, so
+after the loops the latest state is in the second copy of each double buffer: a driver that lost
+track of the swap would read stale state.
+
+Tolerance 1e-5 absolute: float32 on both sides with values of order 1; tanh comes from glibc in
+the C and from numpy in the reference (each within an ulp or two), and the longest chain is ~20
+ops, so differences stay near 1e-6.
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lumamba.export.c_driver import GraphCall, generate_driver, plan_memory
+from lumamba.export.firmware_project import compile_model, write_project
+from lumamba.export.host_c_runner import load_host_c
+from lumamba.export.manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
+from lumamba.export.onnx_export import structure_fingerprint
+from lumamba.export.tvm_codegen import compile_onnx_to_c
+from lumamba.firmware import ROOT as FIRMWARE_ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host gcc")
+
+C, T, S, D, K = 2, 10, 5, 4, 3   # channels, samples, tokens, width, classes
+TOL = 1e-5
+
+
+def runtime_status(name: str) -> int:
+    header = (FIRMWARE_ROOT / "runtime" / "lumamba_runtime.h").read_text()
+    return int(re.search(rf"#define LUMAMBA_{name} (\d+)", header).group(1))
+
+
+# --- the synthetic graphs -----------------------------------------------------------------------
+
+
+def _model(name, nodes, inputs, outputs, weights) -> onnx.ModelProto:
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, name, [vi(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [vi(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def make_weights(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, scale=0.5):
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    return {"embed": {"We": w(D, D), "be": w(D)},
+            "fwd": {"Wx": w(D, D), "Wh": w(D, D), "b": w(D)},
+            "rev": {"Wx": w(D, D), "Wh": w(D, D), "b": w(D)},
+            "hstep": {"Wq": w(D, D)},
+            "hout": {"Wo": w(D, K), "bo": w(K), "inv_s": np.array(1 / S, np.float32)}}
+
+
+def make_graphs(weights) -> dict[str, onnx.ModelProto]:
+    node = helper.make_node
+    row = (1, D)
+    rnn = [node("MatMul", ["x_t", "Wx"], ["xw"]), node("MatMul", ["h", "Wh"], ["hw"]),
+           node("Add", ["xw", "hw"], ["s0"]), node("Add", ["s0", "b"], ["s1"]),
+           node("Tanh", ["s1"], ["h_out"]), node("Add", ["acc_in", "h_out"], ["acc_out"])]
+    rnn_ports = ([("x_t", row), ("acc_in", row), ("h", row)], [("acc_out", row), ("h_out", row)])
+    shape = {"shape": np.array([S, D], np.int64)}
+    return {
+        "embed": _model("embed", [node("Reshape", ["window", "shape"], ["r"]), node("MatMul", ["r", "We"], ["m"]),
+                                  node("Add", ["m", "be"], ["a"]), node("Tanh", ["a"], ["z"])],
+                        [("window", (1, C, T))], [("z", (S, D))], {**weights["embed"], **shape}),
+        "fwd": _model("fwd", rnn, *rnn_ports, weights["fwd"]),
+        "rev": _model("rev", rnn, *rnn_ports, weights["rev"]),
+        "hstep": _model("hstep", [node("MatMul", ["z_t", "Wq"], ["q"]), node("Relu", ["q"], ["r"]),
+                                  node("Add", ["acc_in", "r"], ["acc_out"])],
+                        [("z_t", row), ("acc_in", row)], [("acc_out", row)], weights["hstep"]),
+        "hout": _model("hout", [node("Mul", ["acc", "inv_s"], ["m"]), node("MatMul", ["m", "Wo"], ["l"]),
+                                node("Add", ["l", "bo"], ["logits"])],
+                       [("acc", row)], [("logits", (1, K))], weights["hout"]),
+    }
+
+
+def _stage(graph, loop, ins, outs, zero=()):
+    def bind(ports):
+        return tuple(Binding(p, ref[:-3], True) if ref.endswith("[t]") else Binding(p, ref) for p, ref in ports.items())
+    return Stage(graph, loop, bind(ins), bind(outs), tuple(zero))
+
+
+def make_manifest(graphs, zero_head_acc: bool = True) -> Manifest:
+    def spec(name, model):
+        ports = [(tuple(TensorSpec(v.name, tuple(d.dim_value for d in v.type.tensor_type.shape.dim)) for v in vs))
+                 for vs in (model.graph.input, model.graph.output)]
+        return GraphSpec(name, f"{name}.onnx", name if name not in ("fwd", "rev") else "step", *ports,
+                         sources=(), structure=structure_fingerprint(model), n_params=0)
+
+    buffers = (BufferSpec("window", (1, C, T), "input"), BufferSpec("z", (S, D), "activation"),
+               BufferSpec("a", (S, D), "activation"), BufferSpec("z2", (S, D), "activation"),
+               BufferSpec("h", (1, D), "state"), BufferSpec("g", (1, D), "state"),
+               BufferSpec("acc", (1, D), "state"), BufferSpec("logits", (1, K), "output"))
+    schedule = (
+        _stage("embed", "once", {"window": "window"}, {"z": "z"}),
+        _stage("fwd", "forward", {"x_t": "z[t]", "acc_in": "z[t]", "h": "h"}, {"acc_out": "a[t]", "h_out": "h"}, ["h"]),
+        _stage("rev", "reverse", {"x_t": "z[t]", "acc_in": "a[t]", "h": "g"}, {"acc_out": "z2[t]", "h_out": "g"}, ["g"]),
+        _stage("hstep", "forward", {"z_t": "z2[t]", "acc_in": "acc"}, {"acc_out": "acc"},
+               ["acc"] if zero_head_acc else []),
+        _stage("hout", "once", {"acc": "acc"}, {"logits": "logits"}),
+    )
+    manifest = Manifest(config={}, n_classes=K, channel_names=("C3", "C4"), n_samples=T, n_patches=S,
+                        graphs=tuple(spec(n, m) for n, m in graphs.items()), buffers=buffers, schedule=schedule,
+                        input_buffer="window", latent_buffer="z2", logits_buffer="logits", opset=18, ir_version=10)
+    manifest.validate()
+    return manifest
+
+
+def reference(weights, window: np.ndarray) -> np.ndarray:
+    """The synthetic model as a plain numpy loop, float32 throughout."""
+    f = np.float32
+    z = np.tanh(window.reshape(S, D) @ weights["embed"]["We"] + weights["embed"]["be"])
+    a, z2 = np.zeros((S, D), f), np.zeros((S, D), f)
+    h = np.zeros(D, f)
+    for t in range(S):
+        w = weights["fwd"]
+        h = np.tanh(z[t] @ w["Wx"] + h @ w["Wh"] + w["b"])
+        a[t] = z[t] + h
+    g = np.zeros(D, f)
+    for t in reversed(range(S)):
+        w = weights["rev"]
+        g = np.tanh(z[t] @ w["Wx"] + g @ w["Wh"] + w["b"])
+        z2[t] = a[t] + g
+    acc = np.zeros(D, f)
+    for t in range(S):
+        acc = acc + np.maximum(z2[t] @ weights["hstep"]["Wq"], 0)
+    w = weights["hout"]
+    out = (acc * w["inv_s"]) @ w["Wo"] + w["bo"]
+    assert out.dtype == f
+    return out
+
+
+def windows(n: int = 3, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, C, T)).astype(np.float32)
+
+
+def write_driver_project(directory, manifest, graphs) -> None:
+    """model.c/h from c_driver plus each graph's own C (no shared kernels), ready for load_host_c."""
+    calls = {}
+    for name, model in graphs.items():
+        cg = compile_onnx_to_c(model, f"g_{name}")
+        calls[name] = GraphCall(cg.name, cg)
+        for fname, text in cg.sources().items():
+            (directory / fname).write_text(text)
+    for fname, text in generate_driver(manifest, calls).items():
+        (directory / fname).write_text(text)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    weights = make_weights()
+    graphs = make_graphs(weights)
+    return weights, graphs, make_manifest(graphs)
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_driver_matches_numpy_loop(synthetic, tmp_path):
+    weights, graphs, manifest = synthetic
+    write_driver_project(tmp_path, manifest, graphs)
+    model = load_host_c(tmp_path)
+    x = windows()
+    got = model(x)
+    want = np.stack([reference(weights, w) for w in x])
+    err = float(np.abs(got - want).max())
+    print(f"synthetic driver vs numpy: max abs error {err:.2e}")
+    assert err <= TOL
+    # a second pass over the same windows gives the same bits: no state leaks between calls
+    np.testing.assert_array_equal(model(x[::-1])[::-1], got)
+
+
+def test_shared_structure_compiles_once_with_weights_as_arguments(synthetic, tmp_path):
+    """Through firmware_project: fwd and rev share one kernel set; each passes its own weights."""
+    weights, graphs, manifest = synthetic
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name, model in graphs.items():
+        onnx.save(model, onnx_dir / f"{name}.onnx")
+    manifest.save(onnx_dir)
+    compiled = compile_model(Manifest.load(onnx_dir), onnx_dir)
+    assert sorted(compiled.cgraphs) == ["lumamba_embed", "lumamba_hout", "lumamba_hstep", "lumamba_step"]
+    assert compiled.calls["fwd"].function == compiled.calls["rev"].function == "lumamba_step"
+    assert len(compiled.calls["fwd"].weights) == 3 and compiled.calls["fwd"].weights != compiled.calls["rev"].weights
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "lumamba_stale_kernels.c").write_text("/* stale: kernels generated by TVM. Do not edit. */\n")
+    (project / "user_extra.c").write_text("/* the user's own code */\nint user_extra;\n")
+    write_project(compiled, project, windows(1), board="host")
+    assert not (project / "lumamba_stale_kernels.c").exists()     # an earlier export's source is gone
+    assert (project / "user_extra.c").is_file()                    # the user's is kept
+    assert not list(project.glob("lumamba_fwd*")) and not list(project.glob("lumamba_rev*"))
+    x = windows()
+    got = load_host_c(project)(x)
+    want = np.stack([reference(weights, w) for w in x])
+    assert float(np.abs(got - want).max()) <= TOL
+
+
+def test_reading_a_buffer_before_writing_it_reads_zeros(synthetic, tmp_path):
+    """Without `zero` on the head accumulator the ORT runner reads zeros (fresh buffers); the
+    driver must clear it too, at every call, although its bytes are shared with other blocks."""
+    weights, graphs, _ = synthetic
+    manifest = make_manifest(graphs, zero_head_acc=False)
+    write_driver_project(tmp_path, manifest, graphs)
+    model = load_host_c(tmp_path)
+    x = windows()
+    for _ in range(2):
+        got = model(x)
+        assert float(np.abs(got - np.stack([reference(weights, w) for w in x])).max()) <= TOL
+
+
+def test_memory_plan(synthetic):
+    _, graphs, manifest = synthetic
+    calls = {n: GraphCall(f"g_{n}", compile_onnx_to_c(m, f"g_{n}")) for n, m in graphs.items()}
+    plan = plan_memory(manifest, calls)
+    assert plan.double_buffered == ("acc", "g", "h")
+    names = {b.name for b in plan.blocks}
+    assert {"buf_h", "buf_h_next", "buf_acc", "buf_acc_next"} <= names
+    assert not names & {"buf_window", "buf_logits"}          # the caller's memory is used in place
+    for i, b in enumerate(plan.blocks):
+        assert b.offset % 16 == 0 and b.offset + b.nbytes <= plan.total
+        for other in plan.blocks[i + 1:]:
+            if b.first <= other.last and other.first <= b.last:   # alive in a common stage
+                assert b.offset + b.nbytes <= other.offset or other.offset + other.nbytes <= b.offset, (b, other)
+    assert plan.total < sum(-(-b.nbytes // 16) * 16 for b in plan.blocks)   # dead blocks share bytes
+    # model.h states the arena it reserves
+    assert f"#define LUMAMBA_ARENA_BYTES {plan.total}u" in generate_driver(manifest, calls)["model.h"]
+
+
+def test_status_codes(synthetic, tmp_path):
+    weights, graphs, manifest = synthetic
+    write_driver_project(tmp_path, manifest, graphs)
+    model = load_host_c(tmp_path)
+    x = windows(1)[0]
+    logits = np.full(K, 7.0, np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[1, 3] = bad
+        assert model.infer(y, logits) == runtime_status("ERR_NONFINITE_INPUT")
+        assert np.all(logits == 7.0)                                # untouched on failure
+    with pytest.raises(ValueError, match="NONFINITE_INPUT"):
+        model(np.where(np.arange(T) == 4, np.nan, x)[None])
+    window_ptr = x.ctypes.data_as(ctypes.c_void_p)
+    assert model._lib.lumamba_infer(window_ptr, None) == runtime_status("ERR_NULL_POINTER")
+    assert model._lib.lumamba_infer(None, logits.ctypes.data_as(ctypes.c_void_p)) == runtime_status("ERR_NULL_POINTER")
+    # a fresh copy of the library, before lumamba_init()
+    fresh = tmp_path / "fresh.so"
+    shutil.copy(model.library, fresh)
+    lib = ctypes.CDLL(str(fresh))
+    assert lib.lumamba_infer(window_ptr, logits.ctypes.data_as(ctypes.c_void_p)) == runtime_status("ERR_NOT_INITIALISED")
+    assert lib.lumamba_init() == 0
+    assert lib.lumamba_infer(window_ptr, logits.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_allclose(logits, reference(weights, x), atol=TOL, rtol=0)
+
+
+def test_generated_driver_is_plain_static_c(synthetic):
+    _, graphs, manifest = synthetic
+    calls = {n: GraphCall(f"g_{n}", compile_onnx_to_c(m, f"g_{n}")) for n, m in graphs.items()}
+    sources = generate_driver(manifest, calls)
+    code = re.sub(r"/\*.*?\*/", "", sources["model.c"], flags=re.S)
+    assert not re.search(r"\b(malloc|calloc|realloc|free|alloca)\b", code)
+    assert "#define LUMAMBA_N_CHANNELS 2\n" in sources["model.h"]
+    assert "#define LUMAMBA_N_SAMPLES 10\n" in sources["model.h"]
+    assert "#define LUMAMBA_N_CLASSES 3\n" in sources["model.h"]
+    assert "lumamba_check_finite(window" in code
+    assert generate_driver(manifest, calls) == sources            # deterministic
+
+
+def test_rejects_schedules_it_cannot_run(synthetic):
+    _, graphs, manifest = synthetic
+    calls = {n: GraphCall(f"g_{n}", compile_onnx_to_c(m, f"g_{n}")) for n, m in graphs.items()}
+    stages = list(manifest.schedule)
+
+    def with_stage(i, stage, **changes):
+        m = Manifest(**{**manifest.__dict__, "schedule": tuple(stages[:i] + [stage] + stages[i + 1:]), **changes})
+        return m
+
+    # rev reading and writing rows of the same buffer: input and output would alias
+    aliasing = _stage("rev", "reverse", {"x_t": "z[t]", "acc_in": "a[t]", "h": "g"}, {"acc_out": "a[t]", "h_out": "g"})
+    with pytest.raises(ValueError, match="alias"):
+        generate_driver(with_stage(2, aliasing), calls)
+    # writing the caller's const window
+    into_input = _stage("hout", "once", {"acc": "acc"}, {"logits": "window"})
+    with pytest.raises(ValueError, match="input buffer"):
+        plan_memory(with_stage(4, into_input), calls)
+    with pytest.raises(ValueError, match="encoder-only"):
+        generate_driver(Manifest(**{**manifest.__dict__, "logits_buffer": None}), calls)
+    with pytest.raises(ValueError, match=r"no compiled C for graph\(s\) \['hout'\]"):
+        generate_driver(manifest, {k: v for k, v in calls.items() if k != "hout"})
+    wrong = dict(calls, hout=calls["hstep"])     # a compiled graph with other ports
+    with pytest.raises(ValueError, match="graph 'hout'"):
+        generate_driver(manifest, wrong)

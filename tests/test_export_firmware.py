@@ -1,0 +1,299 @@
+"""`lumamba-export` end to end: LuMamba -> ONNX -> TVM C -> firmware project -> ELF -> QEMU,
+checked against onnxruntime; the generated C on the host; the CLI's errors and fit check.
+
+Tolerances (absolute, on logits of magnitude ~0.1-1):
+- host C vs onnxruntime, micro: 1e-5. Both float32; the C and onnxruntime differ in operation
+  order and libm (a few ulp per op), which over the ~100 ops and 16-token recurrences of micro
+  stays near 1e-7 (measured 6e-8); a wrong weight or state moves logits by 1e-2 or more.
+- firmware (QEMU) vs onnxruntime: 1e-4, the CLI's --verify bound (lumamba.export.verify explains
+  it); measured ~4e-8 for micro.
+
+The default tests share one CLI run (micro, tcp22, T=640, Cortex-M4F, --verify); the other
+boards rebuild that project. Full exports of their own (determinism, a too-small chip through
+the CLI, tiny) are marked slow.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lumamba import CONFIGS, LuMamba, save_checkpoint
+from lumamba.export import cli, load
+from lumamba.export.boards import load_board
+from lumamba.export.build import check_toolchain, elf_path, ToolchainError
+from lumamba.export.firmware_project import ONNX_DIR, compile_model, model_sources
+from lumamba.export.host_c_runner import load_host_c
+from lumamba.export.manifest import Manifest
+from lumamba.export.memory_report import memory_report
+from lumamba.export.verify import TOLERANCE, fixed_windows, verify_on_board
+
+HOST_TOL = 1e-5
+BOARDS = ("cortex-m4f", "cortex-m55", "riscv32")
+MICRO_ARGS = ["--config", "micro", "--montage", "tcp22", "--n-samples", "640"]
+
+
+def require_toolchain(board: str) -> None:
+    try:
+        check_toolchain(board)
+    except ToolchainError as exc:
+        pytest.skip(str(exc))
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    status = cli.main(args)
+    out, err = capsys.readouterr()
+    print(out, err)   # shown by pytest -s and on failure
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def micro_project(tmp_path_factory):
+    """One CLI run: micro for the Cortex-M4F, verified in QEMU. micro's float frontend needs more
+    RAM than the STM32F407 has (see the fit test), hence --no-fit-check."""
+    require_toolchain("cortex-m4f")
+    out = tmp_path_factory.mktemp("cli") / "micro-m4"
+    capture = subprocess.run(
+        [sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", *MICRO_ARGS, "--out", str(out),
+         "--verify", "--no-fit-check"], capture_output=True, text=True, timeout=600)
+    return out, capture
+
+
+def test_cli_cortex_m_verify_end_to_end(micro_project):
+    out, run = micro_project
+    assert run.returncode == 0, run.stdout + run.stderr
+    log = run.stdout
+    print(log)
+    # progress, the memory report and the verification all show
+    assert re.search(r"\[1/6\] exporting recurrent-mode ONNX graphs", log)
+    assert "Memory report, board cortex-m4f" in log
+    m = re.search(r"max abs error of the logits vs onnxruntime (\S+) \(tolerance", log)
+    assert m and float(m.group(1)) <= TOLERANCE
+    assert int(re.search(r"([\d,]+) instructions per window", log).group(1).replace(",", "")) > 1_000_000
+    assert "randomly initialised 'micro' model" in run.stderr
+    # the project: sources, ELF, memory.json, the export it came from, a Makefile for make alone
+    assert elf_path(out, "cortex-m4f").is_file()
+    report = json.loads((out / "memory.json").read_text())
+    assert report["board"] == "cortex-m4f" and report["flash"]["weights"] > 0
+    assert (out / "Makefile").is_file() and (out / "firmware" / "project.mk").is_file()
+    manifest = Manifest.load(out / ONNX_DIR)
+    assert manifest.n_channels == 22 and manifest.n_samples == 640
+    assert not list(out.parent.glob(".micro-m4.*"))          # no temporary directory left
+
+
+def test_shared_encoder_kernels_and_weights_in_flash(micro_project):
+    out, _ = micro_project
+    manifest = Manifest.load(out / ONNX_DIR)
+    steps = [g.name for g in manifest.graphs if g.kind == "encoder_step"]
+    assert len(steps) == 2 * CONFIGS["micro"].n_blocks
+    # one kernel set for every encoder step, one weights file per step
+    assert len(list(out.glob("lumamba_encoder_step*_kernels.c"))) == 1
+    assert not [p for s in steps for p in out.glob(f"lumamba_{s}*")]
+    for s in steps:
+        text = (out / f"weights_{s}.c").read_text()
+        assert re.search(rf"^const float lumamba_{s}_\w+\[\d+\] = {{", text, re.M)
+    code = re.sub(r"/\*.*?\*/", "", (out / "model.c").read_text(), flags=re.S)
+    assert code.count("lumamba_encoder_step_run(") == len(steps)
+    assert not re.search(r"\b(malloc|calloc|free)\b", code)
+    # the memory report counts every weights_*.c as weights: more than the raw parameter bytes
+    report = json.loads((out / "memory.json").read_text())
+    assert report["flash"]["weights"] >= 4 * sum(g.n_params for g in manifest.graphs) * 0.99
+
+
+def test_host_c_matches_onnxruntime(micro_project):
+    """load_host_c on the ONNX export directory: generates the C there, builds it for the host."""
+    out, _ = micro_project
+    manifest = Manifest.load(out / ONNX_DIR)
+    x = np.concatenate([fixed_windows(22, 640, 2), 3.0 * np.random.default_rng(7).standard_normal((2, 22, 640))])
+    got = load_host_c(out / ONNX_DIR)(x.astype(np.float32))
+    want = load(out / ONNX_DIR)(x)
+    err = float(np.abs(got - want).max())
+    print(f"micro host C vs onnxruntime: max abs error {err:.2e}, |logits| <= {np.abs(want).max():.2f}")
+    assert got.shape == (4, manifest.n_classes)
+    assert err <= HOST_TOL
+
+
+@pytest.mark.parametrize("board", ["cortex-m55", "riscv32"])
+def test_micro_on_other_boards(micro_project, board):
+    """The same project rebuilt for another board (make BOARD=...) agrees with onnxruntime."""
+    require_toolchain(board)
+    out, _ = micro_project
+    result = verify_on_board(out, board, timeout_s=300)
+    print(result.summary())
+    assert result.max_abs_error <= TOLERANCE and len(result.insns) == 2 and min(result.insns) > 1_000_000
+
+
+def test_make_rebuilds_without_python(micro_project, tmp_path):
+    out, _ = micro_project
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("build", ONNX_DIR))
+    run = subprocess.run(["make", "-C", str(copy), "BOARD=riscv32", "-j2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert elf_path(copy, "riscv32").is_file()
+
+
+COMPILERS = {board: load_board(board) for board in (*BOARDS, "host")}
+
+
+@pytest.mark.parametrize("board", sorted(COMPILERS))
+def test_sources_compile_warning_free(micro_project, board, tmp_path):
+    """Every generated source with -std=c99 -Wall -Wextra -Werror, for each compiler."""
+    b = COMPILERS[board]
+    if shutil.which(b.compiler) is None:
+        pytest.skip(f"{b.compiler} not installed")
+    out, _ = micro_project
+    sources = sorted(str(p) for p in out.glob("*.c"))
+    cmd = [b.compiler, *b.cflags, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-c",
+           "-I", str(out), "-I", str(out / "firmware" / "runtime"), *sources]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert len(list(tmp_path.glob("*.o"))) == len(sources)
+
+
+def test_generation_is_deterministic(micro_project):
+    """The same export compiled again gives byte-identical sources."""
+    out, _ = micro_project
+    again = model_sources(compile_model(Manifest.load(out / ONNX_DIR), out / ONNX_DIR))
+    on_disk = {p.name: p.read_text() for p in [*out.glob("*.c"), *out.glob("*.h")] if p.name != "test_vectors.h"}
+    assert again == on_disk
+
+
+def test_too_small_chip_fails_by_how_much(micro_project, tmp_path):
+    out, _ = micro_project
+    profile = tmp_path / "small_chip.json"
+    profile.write_text(json.dumps({"target": {"name": "SmallChip-64K", "flash_bytes": 65536, "ram_bytes": 16384}}))
+    board = cli.board_with_limits("cortex-m4f", str(profile))
+    report = memory_report(elf_path(out, "cortex-m4f"), board, out)
+    over_flash = report["flash"]["deployable"] - 65536
+    over_ram = report["ram"]["total"] - 16384
+    with pytest.raises(cli.ExportError) as e:
+        cli.check_fit(report)
+    message = str(e.value)
+    assert "does not fit SmallChip-64K" in message
+    assert f"over by {over_flash:,} bytes" in message and f"over by {over_ram:,} bytes" in message
+    cli.check_fit(report, no_fit_check=True)   # a warning only
+
+
+def test_bad_options_name_the_option(capsys, tmp_path):
+    status, _, err = run_cli(["--target", "cortex-m", "--montage", "no_such_montage", "--out", str(tmp_path / "o")],
+                             capsys)
+    assert status == 1 and "--montage" in err and "no_such_montage" in err
+    missing = tmp_path / "missing.safetensors"
+    status, _, err = run_cli(["--target", "onnx", "--checkpoint", str(missing), "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "--checkpoint" in err and str(missing) in err
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
+    status, _, err = run_cli(["--target", "onnx", "--checkpoint", str(corrupt), "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and str(corrupt) in err and "safetensors" in err
+    status, _, err = run_cli(["--target", "onnx", "--config", "huge", "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "--config 'huge'" in err and "micro" in err
+    status, _, err = run_cli(["--target", "onnx", *MICRO_ARGS[:2], "--n-samples", "100", "--out", str(tmp_path / "o")],
+                             capsys)
+    assert status == 1 and "--n-samples 100" in err and "40" in err
+    status, _, err = run_cli(["--target", "cortex-m", "--board-profile", str(tmp_path / "nope.json"),
+                              *MICRO_ARGS, "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "--board-profile" in err and "nope.json" in err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--target", "cortex-m", "--int8"])
+    assert e.value.code == 2 and "int8 export is not implemented yet (issue 5)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_and_demo_model_selection(tmp_path, monkeypatch, capsys):
+    torch.manual_seed(3)
+    trained = LuMamba(CONFIGS["micro"], n_classes=4)
+    path = save_checkpoint(trained, tmp_path / "fine_tuned.safetensors")
+    model, description, checkpoint = cli.load_model(str(path), None)
+    assert checkpoint == path and model.n_classes == 4 and str(path) in description
+    for k, v in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(cli.ExportError, match="--config applies only without --checkpoint"):
+        cli.load_model(str(path), "micro")
+    pretrain = save_checkpoint(LuMamba(CONFIGS["micro"], n_classes=0), tmp_path / "pretrain.safetensors")
+    with pytest.raises(cli.ExportError, match=r"pretrain.safetensors: no classifier weights"):
+        cli.load_model(str(pretrain), None)
+    # no checkpoint: the bundled demo model when it exists ...
+    monkeypatch.setattr(cli, "demo_model_path", lambda: path)
+    model, description, checkpoint = cli.load_model(None, None)
+    assert checkpoint == path and model.n_classes == 4
+    # ... else a seeded random micro model, with a warning
+    monkeypatch.setattr(cli, "demo_model_path", lambda: tmp_path / "absent.safetensors")
+    model, description, checkpoint = cli.load_model(None, None)
+    assert checkpoint is None and model.config == CONFIGS["micro"]
+    assert "absent.safetensors" in capsys.readouterr().err
+    again, _, _ = cli.load_model(None, None)
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k      # seeded: the same model every time
+
+
+# --- slow: exports of their own ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_export_twice_gives_identical_sources(micro_project, tmp_path, capsys):
+    """A second, independent CLI run (ONNX export included) writes byte-identical C sources."""
+    out, _ = micro_project
+    second = tmp_path / "second"
+    status, _, _ = run_cli(["--target", "cortex-m", *MICRO_ARGS, "--out", str(second), "--no-fit-check"], capsys)
+    assert status == 0
+    names = sorted(p.name for p in [*out.glob("*.c"), *out.glob("*.h"), out / "Makefile"])
+    assert names == sorted(p.name for p in [*second.glob("*.c"), *second.glob("*.h"), second / "Makefile"])
+    for name in names:
+        assert (out / name).read_bytes() == (second / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_cli_too_small_chip_keeps_the_previous_project(micro_project, tmp_path, capsys):
+    out, _ = micro_project
+    target = tmp_path / "project"
+    shutil.copytree(out, target)
+    before = {p: p.read_bytes() for p in target.glob("*.c")}
+    profile = tmp_path / "small_chip.json"
+    profile.write_text(json.dumps({"target": {"name": "SmallChip-64K", "flash_bytes": 65536, "ram_bytes": 16384}}))
+    status, stdout, err = run_cli(["--target", "cortex-m", *MICRO_ARGS, "--out", str(target),
+                                   "--board-profile", str(profile)], capsys)
+    assert status == 1
+    assert re.search(r"does not fit SmallChip-64K .*over by [\d,]+ bytes", err)
+    assert "DOES NOT FIT" in stdout
+    assert {p: p.read_bytes() for p in target.glob("*.c")} == before     # the good project stays
+    assert (tmp_path / "project.rejected" / "memory.json").is_file()
+    assert not list(tmp_path.glob(".project.*"))
+
+
+@pytest.mark.slow
+def test_onnx_target_verifies_against_pytorch(tmp_path, capsys):
+    status, stdout, _ = run_cli(["--target", "onnx", *MICRO_ARGS, "--out", str(tmp_path / "onnx"), "--verify"], capsys)
+    assert status == 0
+    assert (tmp_path / "onnx" / "manifest.json").is_file()
+    m = re.search(r"onnxruntime vs PyTorch: 2 windows, max abs error of the logits vs PyTorch (\S+)", stdout)
+    assert m and float(m.group(1)) <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_tiny_float_does_not_fit_the_emulated_cortex_m4f(tmp_path, capsys):
+    """LuMamba-Tiny's float weights (~18 MB) exceed the 16 MiB PSRAM that stands in for flash on
+    mps2-an386: the CLI says so, by how much, and names the way out."""
+    require_toolchain("cortex-m4f")
+    status, _, err = run_cli(["--target", "cortex-m", "--config", "tiny", "--out", str(tmp_path / "tiny"),
+                              "--no-fit-check"], capsys)
+    assert status == 1
+    assert re.search(r"does not fit the flash of the emulated cortex-m4f machine \(16,777,216 bytes.*\): "
+                     r"over by [\d,]+ bytes", err)
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.slow
+def test_tiny_on_qemu_cortex_m55(tmp_path, capsys):
+    """LuMamba-Tiny (float, T=1280) verified on the emulated Cortex-M55 (256 MiB emulated flash)."""
+    require_toolchain("cortex-m55")
+    status, stdout, _ = run_cli(["--target", "cortex-m55", "--config", "tiny", "--out", str(tmp_path / "tiny"),
+                                 "--verify", "--no-fit-check"], capsys)
+    assert status == 0
+    m = re.search(r"max abs error of the logits vs onnxruntime (\S+) \(tolerance", stdout)
+    assert m and float(m.group(1)) <= TOLERANCE
