@@ -15,7 +15,6 @@ import importlib
 # public name -> submodule that defines it
 _LAZY = {
     "calibrate": "calibrate",
-    "load_windows": "calibrate",
     "Calibration": "calibrate",
     "quantize": "quantize",
     "QuantizedModel": "quantize",
