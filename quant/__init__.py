@@ -14,11 +14,12 @@ import importlib
 
 # public name -> submodule that defines it
 _LAZY = {
-    "calibrate": "calibrate",
-    "Calibration": "calibrate",
-    "quantize": "quantize",
-    "QuantizedModel": "quantize",
-    "candidates": "quantize",
+    "calibrate": "calibration",
+    "load_windows": "calibration",
+    "Calibration": "calibration",
+    "quantize": "quantizer",
+    "QuantizedModel": "quantizer",
+    "candidates": "quantizer",
     "QuantConfig": "config",
     "load_golden": "golden",
     "GoldenRunner": "golden",

@@ -68,6 +68,14 @@ def _add_curves(sub) -> None:
 SUBCOMMANDS: list[tuple[str, Callable]] = [("metrics", _add_metrics), ("curves", _add_curves)]
 
 
+def _add_drift(sub) -> None:
+    from ..quant.drift import add_drift_parser
+    add_drift_parser(sub)
+
+
+SUBCOMMANDS.append(("drift", _add_drift))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lumamba-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,183 @@
+"""Calibration: activation ranges of every graph, from the float schedule run over calibration windows.
+
+The float ONNX graphs run the manifest's schedule (onnxruntime, graph optimisations off) over the
+windows; each graph's inputs are recorded on the way (a per-token graph sees S inputs per window),
+then onnxruntime.quantization's calibrator for that graph (MinMax or Percentile, on the inputs and
+outputs of its Gemm/MatMul/Conv nodes) is fed exactly those inputs through a CalibrationDataReader.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+from tqdm.auto import tqdm
+
+from lumamba.export.manifest import Manifest
+
+from .schedule import check_windows, run_schedule
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+CALIBRATED_OPS = ["Gemm", "MatMul", "Conv"]
+FORMAT = "lumamba-calibration"
+VERSION = 1
+_CHUNK = 256     # feeds per calibrator pass: bounds the memory of the Percentile histograms' inputs
+
+
+@dataclass
+class Calibration:
+    """Per graph, per tensor: the (min, max) range to quantise it over."""
+
+    method: str
+    percentile: float | None
+    n_windows: int
+    ranges: dict[str, dict[str, tuple[float, float]]]
+    structures: dict[str, str] = field(default_factory=dict)   # graph -> structure fingerprint of the export
+
+    def check_export(self, manifest: Manifest) -> None:
+        """Raise unless this calibration was made on graphs of the same structure."""
+        mine = {g.name: g.structure for g in manifest.graphs}
+        if set(mine) != set(self.structures) or any(mine[n] != self.structures[n] for n in mine):
+            differ = sorted(n for n in set(mine) | set(self.structures) if mine.get(n) != self.structures.get(n))
+            raise ValueError(f"calibration does not belong to this export: graphs {differ} differ")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"format": FORMAT, "version": VERSION, **asdict(self)}, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Calibration":
+        path = Path(path)
+        d = json.loads(path.read_text())
+        if d.pop("format", None) != FORMAT or d.pop("version", None) != VERSION:
+            raise ValueError(f"{path}: not a {FORMAT} file of version {VERSION}")
+        d["ranges"] = {g: {t: tuple(r) for t, r in rs.items()} for g, rs in d["ranges"].items()}
+        return cls(**d)
+
+
+class FeedReader(CalibrationDataReader):
+    """Hands a list of recorded input dicts to an onnxruntime calibrator."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self._next = 0
+
+    def get_next(self) -> dict | None:
+        if self._next >= len(self.feeds):
+            return None
+        self._next += 1
+        return self.feeds[self._next - 1]
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
+def _float_sessions(export_dir: Path, manifest: Manifest) -> dict[str, ort.InferenceSession]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    return {g.name: ort.InferenceSession(str(export_dir / g.file), options, providers=["CPUExecutionProvider"])
+            for g in manifest.graphs}
+
+
+def record_feeds(export_dir: str | os.PathLike, windows, progress: bool = True) -> dict[str, list[dict]]:
+    """Run the float schedule over `windows` (B, C, T); every graph's inputs, call by call."""
+    export_dir = Path(export_dir)
+    manifest = Manifest.load(export_dir)
+    x = check_windows(manifest, windows)
+    sessions = _float_sessions(export_dir, manifest)
+    feeds: dict[str, list[dict]] = {g.name: [] for g in manifest.graphs}
+
+    def call(name, inputs):
+        feeds[name].append(inputs)
+        outputs = [o.name for o in sessions[name].get_outputs()]
+        return dict(zip(outputs, sessions[name].run(outputs, inputs)))
+
+    for window in tqdm(x, desc="calibration: float schedule", unit="window", disable=not progress):
+        run_schedule(manifest, window, call)
+    return feeds
+
+
+def graph_ranges(model_path: str | os.PathLike, feeds: list[dict], method: str = "minmax",
+                 percentile: float = 99.99) -> dict[str, tuple[float, float]]:
+    """onnxruntime's calibrator on one graph fed `feeds`: tensor -> (min, max)."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")
+    if not feeds:
+        raise ValueError(f"{model_path}: no calibration inputs for this graph")
+    extra = {"percentile": float(percentile)} if method == "percentile" else {}
+    with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as tmp:
+        calibrator = create_calibrator(Path(model_path), CALIBRATED_OPS,
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=METHODS[method], extra_options=extra)
+        # the histogram collector prints progress lines of its own
+        with contextlib.redirect_stdout(io.StringIO()):
+            for start in range(0, len(feeds), _CHUNK):
+                calibrator.collect_data(FeedReader(feeds[start:start + _CHUNK]))
+            data = calibrator.compute_data()
+    return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.items()}
+
+
+def calibrate(export_dir: str | os.PathLike, windows, method: str = "minmax", percentile: float = 99.99,
+              n_windows: int | None = None, progress: bool = True) -> Calibration:
+    """Activation ranges for every graph of an export, from calibration windows (B, C, T) (numpy
+    or torch; the first `n_windows` are used when given). `method` is "minmax" or "percentile"
+    (onnxruntime's histogram percentile of |x|, `percentile` in (0, 100])."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    export_dir = Path(export_dir)
+    manifest = Manifest.load(export_dir)
+    x = check_windows(manifest, windows)
+    if n_windows is not None:
+        if n_windows < 1:
+            raise ValueError(f"n_windows must be >= 1, got {n_windows}")
+        x = x[:n_windows]
+    feeds = record_feeds(export_dir, x, progress)
+    ranges = {}
+    for g in tqdm(manifest.graphs, desc=f"calibration: {method} statistics", unit="graph", disable=not progress):
+        ranges[g.name] = graph_ranges(export_dir / g.file, feeds.pop(g.name), method, percentile)
+    return Calibration(method, float(percentile) if method == "percentile" else None, len(x), ranges,
+                       {g.name: g.structure for g in manifest.graphs})
+
+
+def load_windows(data: str | os.PathLike, split: str = "train", n: int | None = None, *,
+                 channels: Sequence[str] | None = None, seed: int = 0,
+                 val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Windows (N, C, T), labels (N,) and channel names of one split of a window cache (`lumamba-data
+    prepare`) or `.npz` (the generic path); a seeded random subset of `n` windows (kept in dataset
+    order) when the split holds more. All windows must share one montage (select with `channels`)."""
+    from lumamba.train.data import open_split
+
+    dataset = open_split(data, split, seed=seed, val_fraction=val_fraction, channels=channels)
+    if dataset is None:
+        raise ValueError(f"split {split!r} of {data} is empty")
+    index = np.arange(len(dataset))
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"number of windows must be >= 1, got {n}")
+        if n < len(index):
+            index = np.sort(np.random.default_rng(seed).choice(index, n, replace=False))
+    xs, ys, names = [], [], None
+    for i in index:
+        item = dataset[int(i)]
+        window_names = list(item[2]["channels"]) if len(item) > 2 else list(dataset.channel_names)
+        if names is None:
+            names = window_names
+        elif window_names != names:
+            raise ValueError(f"{data} ({split}): window {i} has channels {window_names}, earlier ones {names}; "
+                             "one montage is needed (select channels)")
+        xs.append(np.asarray(item[0], np.float32))
+        ys.append(int(item[1]))
+    return np.stack(xs), np.array(ys, np.int64), names

@@ -1,0 +1,232 @@
+"""Accuracy drift of int8 against float: `lumamba-eval drift`.
+
+The float model is the PyTorch checkpoint; the int8 model is the host golden model of the same
+checkpoint, exported for the data's montage and window length, calibrated on windows of the
+calibration split and quantised. Both score the same evaluation windows. Per-layer SQNR compares
+each Linear/Conv/MatMul output of the golden model with the same tensor of the float graphs
+(the golden interpreter with every node float), summed over all windows and tokens:
+SQNR = 10 log10(sum ref^2 / sum (ref - int8)^2).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+DRIFT_JSON, DRIFT_PNG = "drift.json", "drift.png"
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """10 log10(signal / noise); +inf for no noise (JSON writes it as a string)."""
+    if noise_power == 0:
+        return float("inf")
+    if signal_power == 0:
+        return float("-inf")
+    return float(10 * np.log10(signal_power / noise_power))
+
+
+class LayerErrors:
+    """Running sums of signal and noise power per tapped layer."""
+
+    def __init__(self):
+        self.signal: dict[str, float] = {}
+        self.noise: dict[str, float] = {}
+
+    def add(self, reference: dict[str, np.ndarray], quantised: dict[str, np.ndarray]) -> None:
+        for key, ref in reference.items():
+            ref = ref.astype(np.float64)
+            err = quantised[key].astype(np.float64) - ref
+            self.signal[key] = self.signal.get(key, 0.0) + float((ref * ref).sum())
+            self.noise[key] = self.noise.get(key, 0.0) + float((err * err).sum())
+
+    def sqnr(self) -> dict[str, float]:
+        return {k: sqnr_db(self.signal[k], self.noise[k]) for k in self.signal}
+
+
+def _json_number(v: float) -> float | str:
+    """JSON has no infinities: write them as "inf" / "-inf"."""
+    return v if np.isfinite(v) else str(v)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _export_is_current(export_dir: Path, checkpoint, names: list[str], n_samples: int, n_classes: int) -> bool:
+    """True when `export_dir` already holds the export of this checkpoint (same SHA-256), montage
+    and window length, so a re-run (another threshold, config or calibration) skips the export."""
+    import hashlib
+
+    from lumamba.export.manifest import Manifest
+
+    try:
+        manifest = Manifest.load(export_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    return (manifest.checkpoint or {}).get("sha256") == digest and list(manifest.channel_names) == list(names) \
+        and manifest.n_samples == n_samples and manifest.n_classes == n_classes \
+        and all((export_dir / g.file).is_file() for g in manifest.graphs)
+
+
+def evaluate_int8(golden, reference, x: np.ndarray, progress: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+    """Golden-model logits (N, K) and per-layer SQNR against the float graphs."""
+    from tqdm.auto import tqdm
+
+    errors = LayerErrors()
+    logits = []
+    for window in tqdm(x, desc="int8 golden model", unit="window", disable=not progress):
+        buffers, taps = golden.run(window, taps=True)
+        _, ref_taps = reference.run(window, taps=True)
+        errors.add(ref_taps, taps)
+        logits.append(buffers[golden.manifest.logits_buffer][0])
+    return np.stack(logits), errors.sqnr()
+
+
+def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 max_drift: float = 0.01, split: str = "test", calib_split: str = "train",
+                 n_calib: int = 32, n_eval: int | None = None, method: str = "minmax", percentile: float = 99.99,
+                 config=None, n_classes: int = 2, channels: Sequence[str] | None = None, seed: int = 0,
+                 val_fraction: float = 0.2, progress: bool = True) -> dict:
+    """Float (PyTorch) vs int8 (golden model) on the `split` windows of `data`; writes
+    `out_dir/drift.json` and `out_dir/drift.png` (ROC curves, per-layer SQNR) and returns the report.
+    `report["passed"]` is False when |AUROC_int8 - AUROC_float| > max_drift (or AUROC is undefined).
+    The export and the quantised model are kept in `out_dir/onnx` and `out_dir/int8`."""
+    import torch
+
+    from lumamba.checkpoint import load_pretrained
+    from lumamba.evaluate.metrics import classification_metrics, write_json
+    from lumamba.export import export_onnx
+
+    from .calibration import calibrate, load_windows
+    from .golden import float_reference, load_golden
+    from .quantizer import quantize
+
+    started = time.time()
+    out_dir = Path(out_dir)
+    options = dict(seed=seed, val_fraction=val_fraction)
+    x, labels, names = load_windows(data, split, n_eval, channels=channels, **options)
+    # the export is for one montage: calibrate on the evaluation windows' channels
+    x_cal, _, _ = load_windows(data, calib_split, n_calib, channels=names, **options)
+
+    model = load_pretrained(checkpoint, n_classes=n_classes).eval()
+    if not _export_is_current(out_dir / "onnx", checkpoint, names, x.shape[-1], n_classes):
+        export_onnx(model, names, x.shape[-1], out_dir / "onnx", checkpoint=checkpoint)
+    calibration = calibrate(out_dir / "onnx", x_cal, method=method, percentile=percentile, progress=progress)
+    quantized = quantize(out_dir / "onnx", calibration, config, out_dir / "int8")
+
+    with torch.no_grad():
+        batches = np.array_split(x, max(1, len(x) // 16))
+        float_logits = np.concatenate([model(torch.from_numpy(b), names).numpy() for b in batches])
+    int8_logits, layers = evaluate_int8(load_golden(quantized.out_dir), float_reference(out_dir / "onnx"), x, progress)
+
+    p_float, p_int8 = _softmax(float_logits), _softmax(int8_logits)
+    m_float, m_int8 = classification_metrics(labels, p_float), classification_metrics(labels, p_int8)
+    drift = None if m_float["auroc"] is None or m_int8["auroc"] is None else abs(m_int8["auroc"] - m_float["auroc"])
+    err = (int8_logits - float_logits).astype(np.float64)
+    int8_layers = {f"{name}/{node.layer}" for name, g in quantized.graphs.items() for node in g.int8_nodes()}
+    report = {
+        "checkpoint": str(checkpoint), "data": str(data), "split": split, "n_windows": int(len(x)),
+        "calibration": {"split": calib_split, "n_windows": int(len(x_cal)), "method": method,
+                        "percentile": percentile if method == "percentile" else None},
+        "float": m_float, "int8": m_int8,
+        "auroc_drift": drift, "max_drift": max_drift,
+        "passed": drift is not None and drift <= max_drift,
+        "label_agreement": float((p_float.argmax(1) == p_int8.argmax(1)).mean()),
+        "logits": {"sqnr_db": _json_number(sqnr_db(float((float_logits.astype(np.float64) ** 2).sum()),
+                                                    float((err ** 2).sum()))),
+                   "max_abs_error": float(np.abs(err).max()), "rms_error": float(np.sqrt((err ** 2).mean()))},
+        "layer_sqnr_db": {k: _json_number(v) for k, v in layers.items()},
+        "float_layers": sorted(set(layers) - int8_layers),
+        "quantized": {"dir": str(quantized.out_dir), **quantized.summary},
+        "seconds": round(time.time() - started, 1),
+    }
+    write_json(report, out_dir / DRIFT_JSON)
+    plot_drift(labels, p_float, p_int8, layers, int8_layers, report, out_dir / DRIFT_PNG)
+    return report
+
+
+def plot_drift(labels: np.ndarray, p_float: np.ndarray, p_int8: np.ndarray, layers: dict[str, float],
+               int8_layers: set[str], report: dict, path: Path) -> Path:
+    """ROC curves of both models (binary tasks) and the per-layer SQNR (layers kept float in grey)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
+
+    keys = list(layers)
+    fig = Figure(figsize=(12, max(4.5, 0.17 * len(keys) + 1.5)), layout="constrained")
+    roc, bars = fig.subplots(1, 2, width_ratios=(1, 1.4))
+    if p_float.shape[1] == 2 and len(np.unique(labels)) == 2:
+        for name, p, style in (("float", p_float, "-"), ("int8", p_int8, "--")):
+            fpr, tpr, _ = roc_curve(labels, p[:, 1])
+            roc.plot(fpr, tpr, style, label=f"{name}: AUROC {report[name]['auroc']:.4f}")
+        roc.plot([0, 1], [0, 1], ":", color="grey", linewidth=0.8)
+        roc.legend(loc="lower right")
+    else:
+        roc.text(0.5, 0.5, "ROC needs a binary task\nwith both classes present", ha="center", va="center")
+    drift = report["auroc_drift"]
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+            title=f"ROC, |AUROC drift| = {drift:.4f}" if drift is not None else "ROC")
+    values = [min(v, 99.0) for v in layers.values()]      # +inf (no error) drawn at the axis end
+    bars.barh(range(len(keys)), values, color=["tab:blue" if k in int8_layers else "tab:grey" for k in keys])
+    bars.set_yticks(range(len(keys)), [k if k in int8_layers else f"{k} (float)" for k in keys], fontsize=6)
+    bars.invert_yaxis()
+    bars.set(xlabel="SQNR (dB)", title=f"per-layer SQNR; logits {float(report['logits']['sqnr_db']):.1f} dB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def add_drift_parser(sub) -> None:
+    """The `drift` subcommand of `lumamba-eval`."""
+    p = sub.add_parser("drift", help="float vs int8 (golden model): AUROC/AUPR/balanced accuracy drift, "
+                                     "label agreement, per-layer SQNR (JSON + PNG); exit 1 when the AUROC "
+                                     "drift exceeds --max-drift")
+    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (safetensors)")
+    p.add_argument("--data", required=True, help="window-cache directory or .npz")
+    p.add_argument("--max-drift", type=float, default=0.01, help="largest allowed |AUROC_int8 - AUROC_float|")
+    p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/drift)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="windows to evaluate")
+    p.add_argument("--calib-split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--calib-windows", type=int, default=32, help="calibration-set size")
+    p.add_argument("--windows", type=int, default=None, help="evaluate a random subset of this many windows")
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile"], help="calibration statistic")
+    p.add_argument("--percentile", type=float, default=99.99)
+    p.add_argument("--config", default=None, help="quantisation config (JSON/TOML) moving layers to float")
+    p.add_argument("--n-classes", type=int, default=2)
+    p.add_argument("--channels", default="", help="comma-separated channel names to select")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_drift_cli)
+
+
+def run_drift_cli(args) -> int:
+    import json
+    import sys
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "drift"
+    try:
+        report = drift_report(args.checkpoint, args.data, out, max_drift=args.max_drift, split=args.split,
+                              calib_split=args.calib_split, n_calib=args.calib_windows, n_eval=args.windows,
+                              method=args.method, percentile=args.percentile, config=args.config,
+                              n_classes=args.n_classes, channels=args.channels.split(",") if args.channels else None,
+                              seed=args.seed, val_fraction=args.val_fraction, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:      # bad paths, data, config: a message, not a traceback
+        print(f"lumamba-eval drift: error: {e}", file=sys.stderr)
+        return 2
+    summary = {k: report[k] for k in ("auroc_drift", "max_drift", "passed", "label_agreement")}
+    summary.update(auroc_float=report["float"]["auroc"], auroc_int8=report["int8"]["auroc"],
+                   logit_sqnr_db=report["logits"]["sqnr_db"], json=str(out / DRIFT_JSON), png=str(out / DRIFT_PNG))
+    print(json.dumps(summary, indent=1))
+    if not report["passed"]:
+        why = ("AUROC is undefined (one class only)" if report["auroc_drift"] is None else
+               f"|AUROC_int8 - AUROC_float| = {report['auroc_drift']:.4f} exceeds --max-drift {args.max_drift}")
+        print(f"drift check failed: {why}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,132 @@
+"""float32 elementary functions of the golden model, written so that C can reproduce them bit for bit.
+
+Every function here is a fixed sequence of float32 operations (+, -, *, /, floor, comparisons,
+selects and an exponent-field construction), each of them correctly rounded by IEEE 754 in numpy
+and in C alike. A C port therefore matches bit for bit when it:
+
+- performs the same operations in the same order on `float` (FLT_EVAL_METHOD 0; no -ffast-math),
+- compiles with -ffp-contract=off (a fused multiply-add rounds once, not twice),
+- keeps subnormals (no flush-to-zero), and
+- writes the constants below with the same hex-float literals (`0x1.5553f6p-3f`).
+
+numpy's own float32 `exp`/`log`/`erf` differ between platforms and SIMD paths, hence this module.
+Accuracy (tests/test_quant_fmath.py measures it against float64): within 3 ulp everywhere on the
+stated domains; that is irrelevant for bit-exactness but keeps the golden model close to float.
+
+Coefficients: least-squares fits on Chebyshev nodes (float64), rounded once to float32.
+Polynomials are evaluated by Horner's rule from the highest coefficient down:
+`p = c[n]; p = p * t + c[n-1]; ...; p = p * t + c[0]`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+
+
+def _c(*hexes: str) -> tuple[np.float32, ...]:
+    return tuple(F32(float.fromhex(h)) for h in hexes)
+
+
+# exp: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite: LN2_HI has 9 significant bits, so n * LN2_HI
+# is exact for |n| < 2^15), exp(r) by a degree-6 polynomial, then times 2^n.
+LOG2E, LN2_HI, LN2_LO = _c("0x1.715476p+0", "0x1.63p-1", "-0x1.bd0106p-13")
+EXP_POLY = _c("0x1p+0", "0x1p+0", "0x1p-1", "0x1.5553f6p-3", "0x1.55545ap-5", "0x1.1276a8p-7", "0x1.6daf52p-10")
+EXP_MAX = F32(88.0)    # above: +inf (exp(88) = 1.65e38 is the largest result computed)
+EXP_MIN = F32(-86.5)   # below: 0 (2^n stays >= 2^-125, so no subnormal intermediate)
+
+# log1p(u) for u in [0, 1]: s = u / (2 + u) in [0, 1/3], log1p(u) = 2 atanh(s) = s * (2 + s^2 Q(s^2)).
+LOG1P_POLY = _c("0x1.555556p-1", "0x1.9998d2p-2", "0x1.24c9a2p-2", "0x1.bc7e66p-3", "0x1.dbe572p-3")
+
+# atan: |x| > 1 -> pi/2 - atan(1/|x|); then |t| > tan(pi/8) -> pi/4 + atan((t-1)/(t+1));
+# on |t| <= tan(pi/8): atan(t) = t + t * (t^2 P(t^2)).
+ATAN_POLY = _c("-0x1.555554p-2", "0x1.99973ep-3", "-0x1.2421a4p-3", "0x1.b82adcp-4", "-0x1.0892d6p-4")
+PI_2, PI_4, TAN_PI_8 = _c("0x1.921fb6p+0", "0x1.921fb6p-1", "0x1.a8279ap-2")
+
+# erf(a), a = |x|: [0, 1): a * P(a^2); [1, 2.5): P(a - 1.75); [2.5, 4): P(a - 3.25); [4, inf): 1.
+ERF_POLY_0 = _c("0x1.20dd74p+0", "-0x1.812684p-2", "0x1.ce0b32p-4", "-0x1.b5b8a4p-6", "0x1.42a6e4p-8",
+                "-0x1.287020p-11")
+ERF_POLY_1 = _c("0x1.f92d08p-1", "0x1.b05526p-5", "-0x1.7a4a6ap-4", "0x1.71496ap-4", "-0x1.8a12dcp-5",
+                "0x1.b1bf86p-8", "0x1.265312p-7", "-0x1.8b9fcap-8", "0x1.5c14e4p-11", "0x1.c4149ep-11",
+                "-0x1.5faaf6p-12")
+ERF_POLY_2 = _c("0x1.ffff70p-1", "0x1.e87324p-16", "-0x1.8de8c6p-14", "0x1.9e6ea4p-13", "-0x1.2c7228p-12",
+                "0x1.3ca206p-12", "-0x1.14564ep-12", "0x1.a1e830p-13", "-0x1.59d470p-14")
+ERF_CENTER_1, ERF_CENTER_2 = F32(1.75), F32(3.25)
+
+
+def horner(coeffs: tuple[np.float32, ...], t: np.ndarray) -> np.ndarray:
+    """c[0] + c[1] t + ... + c[n] t^n, evaluated from c[n] down (see the module docstring)."""
+    p = np.full_like(t, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        p = p * t + c
+    return p
+
+
+def _f32(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"fmath works on float32 arrays, got {x.dtype}")
+    return x
+
+
+def exp(x: np.ndarray) -> np.ndarray:
+    """exp(x) for finite float32 x; 0 below -86.5, +inf above 88."""
+    x = _f32(x)
+    xc = np.minimum(np.maximum(x, EXP_MIN), EXP_MAX)
+    n = np.floor(xc * LOG2E + F32(0.5))               # in [-125, 127]
+    r = (xc - n * LN2_HI) - n * LN2_LO
+    two_n = ((n.astype(np.int32) + 127) << 23).view(np.float32)   # 2^n built from its exponent bits
+    y = horner(EXP_POLY, r) * two_n
+    y = np.where(x < EXP_MIN, F32(0.0), y)
+    return np.where(x > EXP_MAX, F32(np.inf), y)
+
+
+def log1p_unit(u: np.ndarray) -> np.ndarray:
+    """log(1 + u) for u in [0, 1] (the only range softplus needs)."""
+    u = _f32(u)
+    s = u / (F32(2.0) + u)
+    s2 = s * s
+    return s * (F32(2.0) + s2 * horner(LOG1P_POLY, s2))
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
+    x = _f32(x)
+    return np.maximum(x, F32(0.0)) + log1p_unit(exp(-np.abs(x)))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x))."""
+    x = _f32(x)
+    return F32(1.0) / (F32(1.0) + exp(-x))
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf(x), odd, piecewise polynomial in |x| (intervals in the constants above)."""
+    x = _f32(x)
+    a = np.abs(x)
+    a2 = a * a
+    y = np.where(a < F32(1.0), a * horner(ERF_POLY_0, a2),
+                 np.where(a < F32(2.5), horner(ERF_POLY_1, a - ERF_CENTER_1), horner(ERF_POLY_2, a - ERF_CENTER_2)))
+    y = np.where(a >= F32(4.0), F32(1.0), y)
+    return np.where(x < F32(0.0), -y, y)
+
+
+def atan(x: np.ndarray) -> np.ndarray:
+    """atan(x), odd, with two argument reductions (constants above)."""
+    x = _f32(x)
+    a = np.abs(x)
+    inverted = a > F32(1.0)
+    a = np.where(inverted, F32(1.0) / np.maximum(a, F32(1.0)), a)
+    shifted = a > TAN_PI_8
+    t = np.where(shifted, (a - F32(1.0)) / (a + F32(1.0)), a)
+    t2 = t * t
+    r = t + t * (t2 * horner(ATAN_POLY, t2))
+    r = np.where(shifted, PI_4 + r, r)
+    r = np.where(inverted, PI_2 - r, r)
+    return np.where(x < F32(0.0), -r, r)
+
+
+def sqrt(x: np.ndarray) -> np.ndarray:
+    """IEEE sqrt (correctly rounded: sqrtf in C)."""
+    return np.sqrt(_f32(x))
