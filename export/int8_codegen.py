@@ -1,0 +1,197 @@
+"""Integer graph descriptions (`lumamba.quant.qgraph`) -> plain C through TVM, bit-exact with the
+golden model.
+
+TVM computes QDQ graphs in float, so the int8 arithmetic is spelled out here: every node becomes
+a TE computation (`int8_te` for the integer ops), the TE functions are assembled into a Relax
+`main` with `relax.BlockBuilder`, and from there the float path's machinery takes over (fusion,
+memory plan, TIR -> C lowering, static driver; `tvm_codegen`). int8 weights stay `const int8_t`
+arrays (a quarter of their float32 size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import int8_te
+from .tvm_codegen import CGraph, _emit, _kernel_symbol, _plan_passes
+from .tvm_lower import CKernel, lower_primfunc
+from .tvm_plan import KernelCall, check_no_alias, plan_from_relax
+
+__all__ = ["compile_relax_to_c", "compile_qnode", "compile_qgraph"]
+
+
+def _fuse_passes() -> tvm.transform.Pass:
+    """The float path's fusion passes without LegalizeOps/FoldConstant: every computation here
+    is already a TE function, and folding would run it through TVM's own (LLVM) arithmetic."""
+    return tvm.transform.Sequential([
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ])
+
+
+def compile_relax_to_c(mod: tvm.IRModule, name: str, input_names: Sequence[str],
+                       output_names: Sequence[str]) -> CGraph:
+    """Fuse, plan, lower and emit a Relax module whose `main` holds only call_tir bindings."""
+    mod = _fuse_passes()(mod)
+    planned = _plan_passes()(mod)
+    plan = plan_from_relax(planned["main"], list(input_names), list(output_names))
+    kernels: dict[str, CKernel] = {}
+    for step in plan.steps:
+        if isinstance(step, KernelCall) and step.func not in kernels:
+            gv = planned.get_global_var(step.func)
+            symbol = _kernel_symbol(name, len(kernels), step.func)
+            kernels[step.func] = lower_primfunc(planned[gv], symbol, step.func)
+    check_no_alias(plan, {f: {i for i, p in enumerate(k.params) if not p.readonly}
+                          for f, k in kernels.items()})
+    return _emit(name, plan, kernels, 0)
+
+
+def _integer_te(op: str, attrs: Mapping, xq, params: Mapping):
+    """The TE computation of one integer node on te tensors (`params` are te tensors too)."""
+    if op == "qlinear":
+        return int8_te.qlinear(xq, params["weight"], params["bias"], params["multiplier"],
+                               params["shift"], int(attrs["x_zero_point"]), int(attrs["y_zero_point"]))
+    if op == "qconv":
+        return int8_te.qconv(xq, params["weight"], params["bias"], params["multiplier"],
+                             params["shift"], int(attrs["x_zero_point"]), int(attrs["y_zero_point"]),
+                             attrs["pads"], attrs["strides"])
+    raise NotImplementedError(f"no TE definition for integer op {op!r}")
+
+
+INTEGER_ROLES = ("weight", "bias", "multiplier", "shift")
+_ROLE_DTYPES = {"weight": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32}
+
+
+def check_integer_params(node_name: str, params: Mapping[str, np.ndarray]) -> None:
+    """Reject missing roles or wrong dtypes with an error naming the node and the role."""
+    for role in INTEGER_ROLES:
+        if role not in params:
+            raise ValueError(f"node {node_name}: parameter {role!r} is missing")
+        if params[role].dtype != _ROLE_DTYPES[role]:
+            raise TypeError(f"node {node_name}: parameter {role!r} must be "
+                            f"{np.dtype(_ROLE_DTYPES[role]).name}, got {params[role].dtype}")
+    n = params["weight"].shape[0]
+    for role in INTEGER_ROLES[1:]:
+        if params[role].shape != (n,):
+            raise ValueError(f"node {node_name}: parameter {role!r} must have shape ({n},) "
+                             f"(one per output channel), got {params[role].shape}")
+    int8_te.check_multipliers(node_name, params["multiplier"], params["shift"])
+
+
+def compile_qnode(op: str, attrs: Mapping, params: Mapping[str, np.ndarray],
+                  input_shape: Sequence[int], name: str) -> CGraph:
+    """One `qlinear`/`qconv` node as a C graph: `<name>_run(const int8_t *x, int8_t *y, arena)`,
+    its weight, bias, multiplier and shift as `const` arrays."""
+    check_integer_params(name, params)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([int(d) for d in input_shape], "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            consts = {role: relax.const(np.ascontiguousarray(params[role])) for role in INTEGER_ROLES}
+
+            def compute(xq, weight, bias, multiplier, shift):
+                tensors = dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift)
+                return _integer_te(op, attrs, xq, tensors)
+
+            y = bb.emit_te(compute, x, *(consts[r] for r in INTEGER_ROLES), primfunc_name_hint=op)
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return compile_relax_to_c(bb.get(), name, ["x"], ["y"])
+
+
+FMATH_INCLUDE = '#include "lumamba_fmath.h"\n'
+
+
+def _shape(graph, name: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in graph.tensors[name]["shape"])
+
+
+def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, consts: dict):
+    """Emit one node of `graph` as a call_tir; `args` are its inputs as Relax expressions
+    (None for omitted or constant-only inputs that the TE reads from `consts`)."""
+    from tvm import topi
+
+    from . import int8_float_te as ft
+
+    op, a = node.op, node.attrs
+    if op == "quantize":
+        return bb.emit_te(int8_te.quantize, args[0], float(a["inv_scale"]), int(a["zero_point"]),
+                          primfunc_name_hint="quantize")
+    if op == "dequantize":
+        return bb.emit_te(int8_te.dequantize, args[0], float(a["scale"]), int(a["zero_point"]),
+                          primfunc_name_hint="dequantize")
+    if op in ("qlinear", "qconv"):
+        params = {role: graph.constants[key] for role, key in node.params.items()}
+        check_integer_params(node.name, params)
+        tensors = [relax.const(np.ascontiguousarray(params[r])) for r in INTEGER_ROLES]
+
+        def compute(xq, weight, bias, multiplier, shift):
+            return _integer_te(op, a, xq, dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift))
+
+        return bb.emit_te(compute, args[0], *tensors, primfunc_name_hint=op)
+    if op in ft.BINARY:
+        return bb.emit_te(ft.BINARY[op], args[0], args[1], primfunc_name_hint=op.lower())
+    if op in ft.UNARY:
+        return bb.emit_te(ft.UNARY[op], args[0], primfunc_name_hint=op.lower())
+    if op in ft.FMATH:
+        return bb.emit_te(lambda x: ft.fmath_call(op, x), args[0], primfunc_name_hint=op.lower())
+    if op == "LayerNormalization":
+        if a.get("axis", -1) not in (-1, len(_shape(graph, node.inputs[0])) - 1):
+            raise NotImplementedError(f"node {node.name}: LayerNormalization over the last axis only")
+        eps = float(np.float32(a.get("epsilon", 1e-5)))
+        if len(args) > 2 and args[2] is not None:
+            return bb.emit_te(lambda x, s, b: ft.layer_norm(x, s, b, eps), *args[:3],
+                              primfunc_name_hint="layer_norm")
+        return bb.emit_te(lambda x, s: ft.layer_norm(x, s, None, eps), *args[:2],
+                          primfunc_name_hint="layer_norm")
+    if op == "Softmax":
+        if a.get("axis", -1) not in (-1, len(_shape(graph, node.inputs[0])) - 1):
+            raise NotImplementedError(f"node {node.name}: Softmax along the last axis only")
+        return bb.emit_te(ft.softmax_last, args[0], primfunc_name_hint="softmax")
+    if op == "MatMul":
+        return bb.emit_te(ft.matmul, args[0], args[1], primfunc_name_hint="matmul")
+    if op == "Reshape":
+        return bb.emit_te(topi.reshape, args[0], list(_shape(graph, node.outputs[0])),
+                          primfunc_name_hint="reshape")
+    if op == "Transpose":
+        return bb.emit_te(topi.transpose, args[0], a.get("perm"), primfunc_name_hint="transpose")
+    raise NotImplementedError(f"graph {graph.name}, node {node.name}: op {op!r} has no C lowering in "
+                              "int8_codegen yet")
+
+
+def compile_qgraph(graph, name: str) -> CGraph:
+    """One integer graph description (`lumamba.quant.qgraph.QGraph`) -> C, bit-exact with
+    `GraphExecutor(graph)` for the ops it supports. Nodes that read constants only are evaluated
+    here with the golden model's own op (exact by construction) and become `const` arrays."""
+    from lumamba.quant.ops import run_node
+
+    bb = relax.BlockBuilder()
+    params = [relax.Var(n, relax.TensorType(list(s), "float32")) for n, s in graph.inputs]
+    values: dict = dict(zip((n for n, _ in graph.inputs), params))
+    folded = dict(graph.constants)
+    with bb.function("main", params):
+        with bb.dataflow():
+            for node in graph.nodes:
+                if node.op not in ("qlinear", "qconv") and all(i in folded for i in node.inputs if i):
+                    node_params = {r: graph.constants[k] for r, k in node.params.items()}
+                    with np.errstate(all="ignore"):
+                        outs = run_node(node, [folded[i] if i else None for i in node.inputs], node_params)
+                    folded.update(zip(node.outputs, outs))
+                    continue
+                args = [None if not i else values[i] if i in values else relax.const(np.ascontiguousarray(folded[i]))
+                        for i in node.inputs]
+                if len(node.outputs) != 1:
+                    raise NotImplementedError(f"graph {graph.name}, node {node.name}: {len(node.outputs)} outputs")
+                values[node.outputs[0]] = _emit_node(bb, graph, node, args, folded)
+            outs = [bb.emit_output(values[n]) for n, _ in graph.outputs]
+        bb.emit_func_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+    cgraph = compile_relax_to_c(bb.get(), name, [n for n, _ in graph.inputs], [n for n, _ in graph.outputs])
+    kernels = cgraph.kernels_c.replace("#include <stdint.h>\n", "#include <stdint.h>\n" + FMATH_INCLUDE, 1)
+    return dataclasses.replace(cgraph, kernels_c=kernels)

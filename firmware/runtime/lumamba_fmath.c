@@ -1,0 +1,125 @@
+/* C port of lumamba/quant/fmath.py: same constants, same operations, same order. */
+#include "lumamba_fmath.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LMB_ARRAY_LEN(a) ((int32_t)(sizeof(a) / sizeof((a)[0])))
+
+static const float LOG2E = 0x1.715476p+0f;
+static const float LN2_HI = 0x1.63p-1f;
+static const float LN2_LO = -0x1.bd0106p-13f;
+static const float EXP_POLY[7] = {0x1p+0f, 0x1p+0f, 0x1p-1f, 0x1.5553f6p-3f, 0x1.55545ap-5f,
+                                  0x1.1276a8p-7f, 0x1.6daf52p-10f};
+static const float EXP_MAX = 88.0f;
+static const float EXP_MIN = -86.5f;
+
+static const float LOG1P_POLY[5] = {0x1.555556p-1f, 0x1.9998d2p-2f, 0x1.24c9a2p-2f,
+                                    0x1.bc7e66p-3f, 0x1.dbe572p-3f};
+
+static const float ATAN_POLY[5] = {-0x1.555554p-2f, 0x1.99973ep-3f, -0x1.2421a4p-3f,
+                                   0x1.b82adcp-4f, -0x1.0892d6p-4f};
+static const float PI_2 = 0x1.921fb6p+0f;
+static const float PI_4 = 0x1.921fb6p-1f;
+static const float TAN_PI_8 = 0x1.a8279ap-2f;
+
+static const float ERF_POLY_0[6] = {0x1.20dd74p+0f, -0x1.812684p-2f, 0x1.ce0b32p-4f,
+                                    -0x1.b5b8a4p-6f, 0x1.42a6e4p-8f, -0x1.287020p-11f};
+static const float ERF_POLY_1[11] = {0x1.f92d08p-1f, 0x1.b05526p-5f, -0x1.7a4a6ap-4f,
+                                     0x1.71496ap-4f, -0x1.8a12dcp-5f, 0x1.b1bf86p-8f,
+                                     0x1.265312p-7f, -0x1.8b9fcap-8f, 0x1.5c14e4p-11f,
+                                     0x1.c4149ep-11f, -0x1.5faaf6p-12f};
+static const float ERF_POLY_2[9] = {0x1.ffff70p-1f, 0x1.e87324p-16f, -0x1.8de8c6p-14f,
+                                    0x1.9e6ea4p-13f, -0x1.2c7228p-12f, 0x1.3ca206p-12f,
+                                    -0x1.14564ep-12f, 0x1.a1e830p-13f, -0x1.59d470p-14f};
+static const float ERF_CENTER_1 = 1.75f;
+static const float ERF_CENTER_2 = 3.25f;
+
+/* c[0] + c[1] t + ... + c[n-1] t^(n-1), from the highest coefficient down */
+static float horner(const float *c, int32_t n, float t)
+{
+  float p = c[n - 1];
+  int32_t i;
+  for (i = n - 2; i >= 0; --i) {
+    p = p * t + c[i];
+  }
+  return p;
+}
+
+float lmb_expf(float x)
+{
+  float xc, n, r, two_n;
+  uint32_t bits;
+  if (x != x) {
+    return x;
+  }
+  if (x < EXP_MIN) {
+    return 0.0f;
+  }
+  if (x > EXP_MAX) {
+    return INFINITY;
+  }
+  xc = x;
+  n = floorf(xc * LOG2E + 0.5f); /* in [-125, 127] */
+  r = (xc - n * LN2_HI) - n * LN2_LO;
+  bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n from its exponent bits */
+  memcpy(&two_n, &bits, sizeof two_n);
+  return horner(EXP_POLY, LMB_ARRAY_LEN(EXP_POLY), r) * two_n;
+}
+
+float lmb_log1pf(float u)
+{
+  float s = u / (2.0f + u);
+  float s2 = s * s;
+  return s * (2.0f + s2 * horner(LOG1P_POLY, LMB_ARRAY_LEN(LOG1P_POLY), s2));
+}
+
+float lmb_softplusf(float x)
+{
+  float pos = x >= 0.0f ? x : 0.0f;
+  return pos + lmb_log1pf(lmb_expf(-fabsf(x)));
+}
+
+float lmb_sigmoidf(float x)
+{
+  return 1.0f / (1.0f + lmb_expf(-x));
+}
+
+float lmb_erff(float x)
+{
+  float a = fabsf(x);
+  float y;
+  if (a >= 4.0f) {
+    y = 1.0f;
+  } else if (a < 1.0f) {
+    y = a * horner(ERF_POLY_0, LMB_ARRAY_LEN(ERF_POLY_0), a * a);
+  } else if (a < 2.5f) {
+    y = horner(ERF_POLY_1, LMB_ARRAY_LEN(ERF_POLY_1), a - ERF_CENTER_1);
+  } else {
+    y = horner(ERF_POLY_2, LMB_ARRAY_LEN(ERF_POLY_2), a - ERF_CENTER_2);
+  }
+  return x < 0.0f ? -y : y;
+}
+
+float lmb_atanf(float x)
+{
+  float a = fabsf(x);
+  int inverted = a > 1.0f;
+  int shifted;
+  float t, t2, r;
+  if (inverted) {
+    a = 1.0f / a;
+  }
+  shifted = a > TAN_PI_8;
+  t = shifted ? (a - 1.0f) / (a + 1.0f) : a;
+  t2 = t * t;
+  r = t + t * (t2 * horner(ATAN_POLY, LMB_ARRAY_LEN(ATAN_POLY), t2));
+  if (shifted) {
+    r = PI_4 + r;
+  }
+  if (inverted) {
+    r = PI_2 - r;
+  }
+  return x < 0.0f ? -r : r;
+}
