@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST  := $(VPY) -m pytest
 
-.PHONY: venv test test-slow test-all demo clean
+.PHONY: venv test test-slow test-all demo demo-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-all: $(STAMP)
 # The main job on the bundled demo model: int8 firmware for Cortex-M4F, run in QEMU.
 demo: $(STAMP)
 	$(VENV)/bin/lumamba-export --target cortex-m --int8 --out out/demo --verify
+
+# Re-train the bundled demo model (lumamba/assets/demo_model.*) from scratch (~6-10 min on 2 cores).
+demo-model: $(STAMP)
+	$(VPY) tools/train_demo_model.py --out runs/demo
 
 clean:
 	rm -rf out build dist *.egg-info .pytest_cache
