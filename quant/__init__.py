@@ -10,7 +10,7 @@ Public names are imported on first use, so `import lumamba.quant` stays light.
 """
 from __future__ import annotations
 
-import importlib
+from lumamba.lazy import lazy_attributes
 
 # public name -> submodule that defines it
 _LAZY = {
@@ -31,13 +31,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
