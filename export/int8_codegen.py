@@ -110,23 +110,69 @@ FMATH_INCLUDE = '#include "lumamba_fmath.h"\n'
 
 
 def _shape(graph, name: str) -> tuple[int, ...]:
+    """Static shape of a constant, graph input or node output of `graph`."""
+    if name in graph.constants:
+        return tuple(graph.constants[name].shape)
+    inputs = dict(graph.inputs)
+    if name in inputs:
+        return tuple(int(d) for d in inputs[name])
     return tuple(int(d) for d in graph.tensors[name]["shape"])
 
 
-def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, consts: dict):
-    """Emit one node of `graph` as a call_tir; `args` are its inputs as Relax expressions
-    (None for omitted or constant-only inputs that the TE reads from `consts`)."""
+def _const_input(graph, node, folded: dict, k: int) -> np.ndarray | None:
+    """Input `k` of `node` as a compile-time constant (None when omitted), or an error naming it."""
+    if k >= len(node.inputs) or not node.inputs[k]:
+        return None
+    if node.inputs[k] not in folded:
+        raise NotImplementedError(f"graph {graph.name}, node {node.name} ({node.op}): input {k} "
+                                  f"({node.inputs[k]!r}) must be a constant")
+    return folded[node.inputs[k]]
+
+
+def _slices(graph, node, folded: dict) -> list[tuple[list[int], list[int], tuple[int, ...]]]:
+    """(starts, steps, output shape) per output of a Slice or Split node (ONNX opset 18)."""
+    shape = _shape(graph, node.inputs[0])
+    rank = len(shape)
+    if node.op == "Split":
+        axis = node.attrs.get("axis", 0) % rank
+        split = _const_input(graph, node, folded, 1)
+        if split is None:
+            n = node.attrs.get("num_outputs", len(node.outputs))
+            size = -(-shape[axis] // n)
+            split = [size] * (n - 1) + [shape[axis] - size * (n - 1)]
+        out, start = [], 0
+        for size in (int(v) for v in split):
+            starts = [start if a == axis else 0 for a in range(rank)]
+            out.append((starts, [1] * rank, tuple(size if a == axis else d for a, d in enumerate(shape))))
+            start += size
+        return out
+    starts_c, ends_c = _const_input(graph, node, folded, 1), _const_input(graph, node, folded, 2)
+    axes_c, steps_c = _const_input(graph, node, folded, 3), _const_input(graph, node, folded, 4)
+    axes = range(len(starts_c)) if axes_c is None else [int(v) % rank for v in axes_c]
+    steps_l = [1] * len(starts_c) if steps_c is None else [int(v) for v in steps_c]
+    starts, steps, out_shape = [0] * rank, [1] * rank, list(shape)
+    for a, s, e, st in zip(axes, starts_c, ends_c, steps_l):
+        r = range(*slice(int(s), int(e), st).indices(shape[a]))
+        starts[a], steps[a], out_shape[a] = r.start, r.step, len(r)
+    return [(starts, steps, tuple(out_shape))]
+
+
+def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, folded: dict) -> list:
+    """Emit one node of `graph` as call_tirs, one per output; `args` are its inputs as Relax
+    expressions (None for omitted inputs). Constant attributes-as-inputs (shapes, axes, indices)
+    are read from `folded`."""
     from tvm import topi
 
     from . import int8_float_te as ft
 
     op, a = node.op, node.attrs
+    rank = len(_shape(graph, node.inputs[0])) if node.inputs and node.inputs[0] else 0
     if op == "quantize":
-        return bb.emit_te(int8_te.quantize, args[0], float(a["inv_scale"]), int(a["zero_point"]),
-                          primfunc_name_hint="quantize")
+        return [bb.emit_te(int8_te.quantize, args[0], float(a["inv_scale"]), int(a["zero_point"]),
+                           primfunc_name_hint="quantize")]
     if op == "dequantize":
-        return bb.emit_te(int8_te.dequantize, args[0], float(a["scale"]), int(a["zero_point"]),
-                          primfunc_name_hint="dequantize")
+        return [bb.emit_te(int8_te.dequantize, args[0], float(a["scale"]), int(a["zero_point"]),
+                           primfunc_name_hint="dequantize")]
     if op in ("qlinear", "qconv"):
         params = {role: graph.constants[key] for role, key in node.params.items()}
         check_integer_params(node.name, params)
@@ -135,33 +181,81 @@ def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, consts: dict):
         def compute(xq, weight, bias, multiplier, shift):
             return _integer_te(op, a, xq, dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift))
 
-        return bb.emit_te(compute, args[0], *tensors, primfunc_name_hint=op)
+        return [bb.emit_te(compute, args[0], *tensors, primfunc_name_hint=op)]
     if op in ft.BINARY:
-        return bb.emit_te(ft.BINARY[op], args[0], args[1], primfunc_name_hint=op.lower())
+        return [bb.emit_te(ft.BINARY[op], args[0], args[1], primfunc_name_hint=op.lower())]
+    if op in ft.COMPARE:
+        return [bb.emit_te(ft.COMPARE[op], args[0], args[1], primfunc_name_hint=op.lower())]
     if op in ft.UNARY:
-        return bb.emit_te(ft.UNARY[op], args[0], primfunc_name_hint=op.lower())
+        return [bb.emit_te(ft.UNARY[op], args[0], primfunc_name_hint=op.lower())]
     if op in ft.FMATH:
-        return bb.emit_te(lambda x: ft.fmath_call(op, x), args[0], primfunc_name_hint=op.lower())
-    if op == "LayerNormalization":
-        if a.get("axis", -1) not in (-1, len(_shape(graph, node.inputs[0])) - 1):
-            raise NotImplementedError(f"node {node.name}: LayerNormalization over the last axis only")
+        return [bb.emit_te(lambda x: ft.fmath_call(op, x), args[0], primfunc_name_hint=op.lower())]
+    if op == "IsNaN":
+        return [bb.emit_te(ft.isnan, args[0], primfunc_name_hint="isnan")]
+    if op == "Where":
+        return [bb.emit_te(ft.where, *args[:3], primfunc_name_hint="where")]
+    if op == "Cast":
+        if a.get("to") != 1:
+            raise NotImplementedError(f"graph {graph.name}, node {node.name}: Cast to float (to=1) only")
+        return [bb.emit_te(ft.cast_f32, args[0], primfunc_name_hint="cast")]
+    if op in ("LayerNormalization", "InstanceNormalization"):
         eps = float(np.float32(a.get("epsilon", 1e-5)))
+        if op == "InstanceNormalization":
+            return [bb.emit_te(lambda x, s, b: ft.instance_norm(x, s, b, eps), *args[:3],
+                               primfunc_name_hint="instance_norm")]
+        if a.get("axis", -1) % rank != rank - 1:
+            raise NotImplementedError(f"node {node.name}: LayerNormalization over the last axis only")
         if len(args) > 2 and args[2] is not None:
-            return bb.emit_te(lambda x, s, b: ft.layer_norm(x, s, b, eps), *args[:3],
-                              primfunc_name_hint="layer_norm")
-        return bb.emit_te(lambda x, s: ft.layer_norm(x, s, None, eps), *args[:2],
-                          primfunc_name_hint="layer_norm")
+            return [bb.emit_te(lambda x, s, b: ft.layer_norm(x, s, b, eps), *args[:3],
+                               primfunc_name_hint="layer_norm")]
+        return [bb.emit_te(lambda x, s: ft.layer_norm(x, s, None, eps), *args[:2],
+                           primfunc_name_hint="layer_norm")]
     if op == "Softmax":
-        if a.get("axis", -1) not in (-1, len(_shape(graph, node.inputs[0])) - 1):
-            raise NotImplementedError(f"node {node.name}: Softmax along the last axis only")
-        return bb.emit_te(ft.softmax_last, args[0], primfunc_name_hint="softmax")
+        return [bb.emit_te(ft.softmax, args[0], int(a.get("axis", -1)), primfunc_name_hint="softmax")]
     if op == "MatMul":
-        return bb.emit_te(ft.matmul, args[0], args[1], primfunc_name_hint="matmul")
-    if op == "Reshape":
-        return bb.emit_te(topi.reshape, args[0], list(_shape(graph, node.outputs[0])),
-                          primfunc_name_hint="reshape")
+        return [bb.emit_te(ft.matmul, args[0], args[1], primfunc_name_hint="matmul")]
+    if op == "Gemm":
+        if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
+            raise NotImplementedError(f"graph {graph.name}, node {node.name}: Gemm with transA=0, "
+                                      "alpha=beta=1 only (as the golden model)")
+        trans_b = bool(a.get("transB", 0))
+        if len(args) > 2 and args[2] is not None:
+            return [bb.emit_te(lambda x, w, c: ft.gemm(x, w, c, trans_b), *args[:3], primfunc_name_hint="gemm")]
+        return [bb.emit_te(lambda x, w: ft.gemm(x, w, None, trans_b), *args[:2], primfunc_name_hint="gemm")]
+    if op == "Conv":
+        if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise NotImplementedError(f"graph {graph.name}, node {node.name}: Conv with group 1 and "
+                                      "dilation 1 only (as the golden model)")
+        pads, strides = a["pads"], a["strides"]
+        if len(args) > 2 and args[2] is not None:
+            return [bb.emit_te(lambda x, w, b: ft.conv2d(x, w, b, pads, strides), *args[:3],
+                               primfunc_name_hint="conv")]
+        return [bb.emit_te(lambda x, w: ft.conv2d(x, w, None, pads, strides), *args[:2],
+                           primfunc_name_hint="conv")]
+    if op in ("ReduceSum", "ReduceMean"):
+        axes = _const_input(graph, node, folded, 1)
+        axes = tuple(range(rank)) if axes is None or axes.size == 0 else tuple(int(v) for v in axes)
+        keep, mean = bool(a.get("keepdims", 1)), op == "ReduceMean"
+        return [bb.emit_te(lambda x: ft.reduce_sum(x, axes, keep, mean), args[0], primfunc_name_hint=op.lower())]
+    if op in ("Reshape", "Unsqueeze"):
+        return [bb.emit_te(topi.reshape, args[0], list(_shape(graph, node.outputs[0])),
+                           primfunc_name_hint=op.lower())]
     if op == "Transpose":
-        return bb.emit_te(topi.transpose, args[0], a.get("perm"), primfunc_name_hint="transpose")
+        return [bb.emit_te(topi.transpose, args[0], a.get("perm"), primfunc_name_hint="transpose")]
+    if op == "Concat":
+        return [bb.emit_te(topi.concatenate, args, int(a["axis"]), primfunc_name_hint="concat")]
+    if op in ("Slice", "Split"):
+        return [bb.emit_te(ft.strided, args[0], starts, steps, out_shape, primfunc_name_hint=op.lower())
+                for starts, steps, out_shape in _slices(graph, node, folded)]
+    if op == "Gather":
+        indices = _const_input(graph, node, folded, 1).astype(np.int64)
+        axis = int(a.get("axis", 0)) % rank
+        size = _shape(graph, node.inputs[0])[axis]
+        if ((indices < -size) | (indices >= size)).any():
+            raise ValueError(f"graph {graph.name}, node {node.name}: Gather index out of range [-{size}, {size})")
+        indices = np.where(indices < 0, indices + size, indices)
+        return [bb.emit_te(lambda x, i: ft.gather(x, i, axis), args[0], relax.const(indices),
+                           primfunc_name_hint="gather")]
     raise NotImplementedError(f"graph {graph.name}, node {node.name}: op {op!r} has no C lowering in "
                               "int8_codegen yet")
 
@@ -187,9 +281,7 @@ def compile_qgraph(graph, name: str) -> CGraph:
                     continue
                 args = [None if not i else values[i] if i in values else relax.const(np.ascontiguousarray(folded[i]))
                         for i in node.inputs]
-                if len(node.outputs) != 1:
-                    raise NotImplementedError(f"graph {graph.name}, node {node.name}: {len(node.outputs)} outputs")
-                values[node.outputs[0]] = _emit_node(bb, graph, node, args, folded)
+                values.update(zip(node.outputs, _emit_node(bb, graph, node, args, folded)))
             outs = [bb.emit_output(values[n]) for n, _ in graph.outputs]
         bb.emit_func_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
     cgraph = compile_relax_to_c(bb.get(), name, [n for n, _ in graph.inputs], [n for n, _ in graph.outputs])
