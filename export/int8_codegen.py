@@ -18,9 +18,8 @@ import tvm
 from tvm import relax
 
 from . import int8_te
-from .tvm_codegen import CGraph, _emit, _kernel_symbol, _plan_passes
-from .tvm_lower import CKernel, lower_primfunc
-from .tvm_plan import KernelCall, check_no_alias, plan_from_relax
+from .tvm_codegen import CGraph, _emit, _plan_passes, lower_kernels
+from .tvm_plan import plan_from_relax
 
 __all__ = ["compile_relax_to_c", "compile_qnode", "compile_qgraph"]
 
@@ -42,15 +41,7 @@ def compile_relax_to_c(mod: tvm.IRModule, name: str, input_names: Sequence[str],
     mod = _fuse_passes()(mod)
     planned = _plan_passes()(mod)
     plan = plan_from_relax(planned["main"], list(input_names), list(output_names))
-    kernels: dict[str, CKernel] = {}
-    for step in plan.steps:
-        if isinstance(step, KernelCall) and step.func not in kernels:
-            gv = planned.get_global_var(step.func)
-            symbol = _kernel_symbol(name, len(kernels), step.func)
-            kernels[step.func] = lower_primfunc(planned[gv], symbol, step.func)
-    check_no_alias(plan, {f: {i for i, p in enumerate(k.params) if not p.readonly}
-                          for f, k in kernels.items()})
-    return _emit(name, plan, kernels, 0)
+    return _emit(name, plan, lower_kernels(name, plan, planned), 0)
 
 
 def _integer_te(op: str, attrs: Mapping, xq, params: Mapping):

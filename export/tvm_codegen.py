@@ -201,6 +201,20 @@ def _kernel_symbol(name: str, index: int, tvm_name: str) -> str:
     return f"{name}_k{index}_{c_emit.c_identifier(short)}"
 
 
+def lower_kernels(name: str, plan: GraphPlan, planned: tvm.IRModule) -> dict[str, CKernel]:
+    """Lower every fused PrimFunc the plan calls to plain C (once per function, symbols prefixed
+    with the graph name), and check that no kernel writes a buffer it also reads."""
+    kernels: dict[str, CKernel] = {}
+    for step in plan.steps:
+        if isinstance(step, KernelCall) and step.func not in kernels:
+            gv = planned.get_global_var(step.func)
+            symbol = _kernel_symbol(name, len(kernels), step.func)
+            kernels[step.func] = lower_primfunc(planned[gv], symbol, step.func)
+    check_no_alias(plan, {f: {i for i, p in enumerate(k.params) if not p.readonly}
+                          for f, k in kernels.items()})
+    return kernels
+
+
 def compile_onnx_to_c(
     model: onnx.ModelProto, name: str, weights_as_inputs: Sequence[str] = ()
 ) -> CGraph:
@@ -230,15 +244,7 @@ def compile_onnx_to_c(
             raise RuntimeError(f"input {spec.name}: TVM sees {got.dtype}{list(got.shape)}, "
                                f"ONNX declares {spec.dtype}{list(spec.shape)}")
 
-    kernels: dict[str, CKernel] = {}
-    for step in plan.steps:
-        if isinstance(step, KernelCall) and step.func not in kernels:
-            gv = planned.get_global_var(step.func)
-            symbol = _kernel_symbol(name, len(kernels), step.func)
-            kernels[step.func] = lower_primfunc(planned[gv], symbol, step.func)
-    check_no_alias(plan, {f: {i for i, p in enumerate(k.params) if not p.readonly}
-                          for f, k in kernels.items()})
-    graph = _emit(name, plan, kernels, n_weights)
+    graph = _emit(name, plan, lower_kernels(name, plan, planned), n_weights)
     graph.weight_prep = weight_prep
     return graph
 
