@@ -3,12 +3,18 @@
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--verify]
                    [--board-profile NAME|FILE] [--no-fit-check]
+                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
 -> fit check against the real chip -> with --verify, fixed windows on QEMU (or natively for
 host) compared with onnxruntime. `--target onnx` stops after the graphs (--verify then compares
 onnxruntime with PyTorch).
+
+With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
+synthetic corpus) set the activation ranges, the graphs are quantised (lumamba.quant) and their
+integer descriptions compiled to C (int8_project); --verify then requires logits bit-identical to
+the int8 golden model, not within a tolerance of onnxruntime.
 
 Everything is written to a temporary directory beside --out and moved into place at the end, so
 a failed or interrupted run never replaces a good earlier project. A project that builds but does
@@ -25,6 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TARGETS = {"onnx": None, "host": "host", "cortex-m": "cortex-m4f", "cortex-m55": "cortex-m55",
            "riscv": "riscv32"}
@@ -33,7 +43,8 @@ RANDOM_SEED = 0
 RANDOM_N_CLASSES = 2
 DEFAULT_MONTAGE = "tcp22"
 DEFAULT_N_SAMPLES = 1280
-INT8_MESSAGE = "int8 export is not implemented yet (issue 5)"
+DEFAULT_CALIB_WINDOWS = 32
+CALIB_SPLIT = "train"
 
 
 class ExportError(RuntimeError):
@@ -192,10 +203,21 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
             print("      " + verify_onnx(onnx_dir, model).summary())
         return
 
-    steps("compiling the graphs to C with TVM")
-    compiled = compile_model(manifest, onnx_dir, progress=lambda m: print("    " + m, flush=True))
-    steps("writing the firmware project")
-    write_project(compiled, work, fixed_windows(manifest.n_channels, manifest.n_samples), board=board.name)
+    progress = lambda m: print("    " + m, flush=True)   # noqa: E731
+    windows = fixed_windows(manifest.n_channels, manifest.n_samples)
+    if args.int8:
+        from lumamba.export.int8_project import INT8_DIR, compile_int8_model, write_int8_project
+        quant_dir = work / INT8_DIR
+        _quantize(args, onnx_dir, channels, quant_dir, steps)
+        steps("compiling the integer graphs to C with TVM")
+        compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress)
+        steps("writing the firmware project")
+        write_int8_project(compiled, quant_dir, work, windows, board=board.name)
+    else:
+        steps("compiling the graphs to C with TVM")
+        compiled = compile_model(manifest, onnx_dir, progress=progress)
+        steps("writing the firmware project")
+        write_project(compiled, work, windows, board=board.name)
     steps(f"building for {board.name} ({board.compiler})")
     elf = _build(work, board)
     steps("memory report")
@@ -204,10 +226,87 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
     print(format_report(report))
     check_fit(report, args.no_fit_check)
     if args.verify:
-        steps(f"verifying on {board.name} against onnxruntime (fixed windows)")
-        result = verify_on_board(work, board, timeout_s=args.timeout)
+        if args.int8:
+            from lumamba.export.verify import verify_int8_on_board
+            steps(f"verifying on {board.name} bit for bit against the int8 golden model (fixed windows)")
+            result = verify_int8_on_board(work, board, timeout_s=args.timeout)
+        else:
+            steps(f"verifying on {board.name} against onnxruntime (fixed windows)")
+            result = verify_on_board(work, board, timeout_s=args.timeout)
         print("      " + result.summary())
         print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
+
+
+# --- int8: calibration windows and quantisation ---------------------------------------------------
+
+
+def calibration_windows(data: str | None, channels: list[str], n_samples: int, n_windows: int,
+                        scratch: Path) -> tuple[np.ndarray, str]:
+    """(windows (N <= n_windows, C, n_samples) float32, where they came from) for calibration.
+
+    `data` is a prepared window cache (index.json), a `.npz` (the generic path), or a TUAB-style
+    EDF tree (the synthetic corpus included), which is preprocessed into `scratch` first; None
+    generates the default synthetic corpus into `scratch`. Windows come from the train split, in
+    the export's channel order; longer windows are cut to their first `n_samples` samples."""
+    import numpy as np
+
+    from lumamba.quant import load_windows
+
+    if data is None:
+        from lumamba.data.synth import SynthConfig, make_corpus
+        print(f"      no --calib-data: generating the default synthetic corpus in {scratch}", flush=True)
+        tree, what = scratch / "synth", "the default synthetic corpus"
+        make_corpus(tree, SynthConfig())
+        cache = _prepare_tree(tree, scratch / "cache", "the synthetic corpus")
+    else:
+        path = Path(data)
+        what = f"--calib-data {path}"
+        if not path.exists():
+            raise ExportError(f"{what}: not found (expected a window cache, a .npz or an EDF tree)")
+        prepared = path.suffix == ".npz" or (path / "index.json").is_file()
+        cache = path if prepared else _prepare_tree(path, scratch / "cache", what)
+    try:
+        x, _, _ = load_windows(cache, CALIB_SPLIT, n_windows, channels=channels)
+    except (ValueError, FileNotFoundError) as e:
+        raise ExportError(f"{what}: no calibration windows for the export's {len(channels)} channels: {e}") from None
+    if x.shape[2] < n_samples:
+        raise ExportError(f"{what}: windows have {x.shape[2]} samples, the export needs {n_samples} (--n-samples)")
+    if len(x) < n_windows:
+        _warn(f"{what}: only {len(x)} {CALIB_SPLIT} windows, fewer than --calib-windows {n_windows}")
+    return np.ascontiguousarray(x[:, :, :n_samples], np.float32), what
+
+
+def _prepare_tree(root: Path, cache: Path, what: str) -> Path:
+    """Preprocess a TUAB-style EDF tree into a window cache, with progress."""
+    from lumamba.data.cache import prepare_cache
+    from lumamba.data.tuab import find_tuab_files
+
+    hint = "expected a window cache with index.json, a .npz, or a TUAB-style EDF tree"
+    try:
+        files, rejects = find_tuab_files(root)
+    except FileNotFoundError as e:
+        raise ExportError(f"{what}: {e}; {hint}") from None
+    if not files:
+        raise ExportError(f"{what}: no EDF recordings found ({hint})")
+    print(f"      preprocessing {len(files)} recordings of {what} into {cache}", flush=True)
+    prepare_cache(files, cache, workers=2, progress=True, rejects=rejects)
+    return cache
+
+
+def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps) -> None:
+    """Calibration windows -> activation ranges -> integer graphs in `quant_dir`."""
+    from lumamba.quant import calibrate, quantize
+
+    steps("calibration windows")
+    with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as scratch:
+        windows, what = calibration_windows(args.calib_data, channels, args.n_samples, args.calib_windows,
+                                            Path(scratch))
+    print(f"      {len(windows)} windows from {what}")
+    steps(f"calibrating and quantising to int8 ({len(windows)} windows)")
+    calibration = calibrate(onnx_dir, windows, progress=True)
+    q = quantize(onnx_dir, calibration, out_dir=quant_dir, qdq=False)
+    print(f"      {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} bytes of int8 weights "
+          f"(float32: {q.summary['float_weight_bytes_replaced']:,})")
 
 
 def _build(project: Path, board) -> Path:
@@ -250,7 +349,7 @@ def _reject(work: Path, out: Path) -> Path:
 def run(args: argparse.Namespace) -> Path:
     """The whole export as the options ask; returns the output directory."""
     out = Path(args.out)
-    n_steps = (1 if args.target == "onnx" else 5) + bool(args.verify)
+    n_steps = (1 if args.target == "onnx" else 5) + 2 * bool(args.int8) + bool(args.verify)
     steps = _Steps(n_steps)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
@@ -305,14 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
     p.add_argument("--verify", action="store_true",
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
-                        "(max abs error <= 1e-4)")
+                        "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model)")
     p.add_argument("--board-profile", metavar="NAME|FILE",
                    help="real chip whose flash and RAM the build must fit: a board name or a JSON file with a "
                         "\"target\" object (name, flash_bytes, ram_bytes); default: the target's own")
     p.add_argument("--no-fit-check", action="store_true",
                    help="keep a project that does not fit the chip (the report still says by how much)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
-    p.add_argument("--int8", action="store_true", help="int8 weights and activations (not implemented yet)")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 weights and activations (firmware targets); --verify then requires logits "
+                        "bit-identical to the int8 golden model")
+    p.add_argument("--calib-data", metavar="DIR|FILE.npz",
+                   help="with --int8: calibration windows from a window cache (lumamba-data prepare), a .npz or "
+                        "a TUAB-style EDF tree; default: a generated synthetic corpus")
+    p.add_argument("--calib-windows", type=int,
+                   help=f"with --int8: number of calibration windows (default {DEFAULT_CALIB_WINDOWS})")
     return p
 
 
@@ -320,8 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 1 export failed, 2 bad options)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.int8:
-        parser.error(INT8_MESSAGE)
+    if args.int8 and TARGETS[args.target] is None:
+        parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
+                     f"not --target {args.target}")
+    if not args.int8 and (args.calib_data is not None or args.calib_windows is not None):
+        parser.error("--calib-data and --calib-windows apply only with --int8")
+    if args.calib_windows is None:
+        args.calib_windows = DEFAULT_CALIB_WINDOWS
+    if args.calib_windows < 1:
+        parser.error(f"--calib-windows {args.calib_windows}: must be >= 1")
     if args.out is None:
         args.out = f"out/lumamba-{args.target}"
     from lumamba.export.build import BuildError, ToolchainError

@@ -6,6 +6,9 @@ implementations (picolibc or glibc vs onnxruntime's own exp/erf/tanh), so each o
 few ulp. Over the ~100 ops between window and logits, and the recurrences over S tokens, that
 accumulates to about 1e-6..1e-5 on logits of magnitude ~1 (measured: see the tests); a wrong
 weight, state or loop direction moves them by 1e-2 or more.
+
+int8 projects (int8_project) are checked against the int8 golden model instead, with no
+tolerance: every logit's float32 bit pattern must be equal (verify_int8_on_board).
 """
 from __future__ import annotations
 
@@ -41,10 +44,14 @@ class Verification:
     insns: list[int] = field(default_factory=list)   # instructions per window (emulated boards)
     seconds: float = 0.0          # wall time of the run (build excluded)
     reference_name: str = "onnxruntime"
+    bit_exact: bool = False       # compared bit for bit (int8 vs the golden model), not within TOLERANCE
 
     def summary(self) -> str:
-        text = (f"{self.where}: {len(self.logits)} windows, max abs error of the logits vs {self.reference_name} "
-                f"{self.max_abs_error:.2e} (tolerance {TOLERANCE:g})")
+        if self.bit_exact:
+            text = f"{self.where}: {len(self.logits)} windows, logits bit-identical to {self.reference_name}"
+        else:
+            text = (f"{self.where}: {len(self.logits)} windows, max abs error of the logits vs "
+                    f"{self.reference_name} {self.max_abs_error:.2e} (tolerance {TOLERANCE:g})")
         if self.insns:
             text += f"; {int(np.mean(self.insns)):,} instructions per window"
         return text
@@ -102,9 +109,19 @@ def verify_on_board(project_dir: str | Path, board: Board | str, windows: np.nda
     from .firmware_project import ONNX_DIR
 
     project = Path(project_dir)
-    board = board if isinstance(board, Board) else load_board(board)
     onnx_dir = project / ONNX_DIR
-    manifest = Manifest.load(onnx_dir)
+    windows, where, result, seconds = _run_on_board(project, Manifest.load(onnx_dir), board, windows,
+                                                    timeout_s, jobs)
+    reference = reference_logits(onnx_dir, windows)
+    error = compare(result.logits, reference, where)
+    return Verification(where, result.logits, reference, error, list(result.insns), seconds)
+
+
+def _run_on_board(project: Path, manifest: Manifest, board: Board | str, windows: np.ndarray | None,
+                  timeout_s: float, jobs: int):
+    """Build `project` with `windows` (default: fixed_windows) as test vectors and run it:
+    (windows, where, FirmwareRun, seconds); VerificationError if lumamba_infer() failed."""
+    board = board if isinstance(board, Board) else load_board(board)
     if windows is None:
         windows = fixed_windows(manifest.n_channels, manifest.n_samples)
     write_test_vectors(project, windows)
@@ -117,9 +134,7 @@ def verify_on_board(project_dir: str | Path, board: Board | str, windows: np.nda
     if failed:
         raise VerificationError(f"{where}: lumamba_infer() failed with status {failed[0][1]} on window "
                                 f"{failed[0][0]}; output:\n{result.stdout[-2000:]}")
-    reference = reference_logits(onnx_dir, windows)
-    error = compare(result.logits, reference, where)
-    return Verification(where, result.logits, reference, error, list(result.insns), seconds)
+    return windows, where, result, seconds
 
 
 def verify_host_c(project_dir: str | Path, windows: np.ndarray | None = None) -> Verification:
@@ -154,3 +169,43 @@ def verify_onnx(onnx_dir: str | Path, model, windows: np.ndarray | None = None) 
     where = "onnxruntime vs PyTorch"
     error = compare(got, expected, where, names=("onnxruntime", "PyTorch"))
     return Verification(where, got, expected, error, [], seconds, reference_name="PyTorch")
+
+
+# --- int8: bit-exact against the golden model ------------------------------------------------------
+
+GOLDEN_NAME = "the int8 golden model"
+
+
+def compare_bit_exact(logits: np.ndarray, reference: np.ndarray, where: str) -> None:
+    """VerificationError naming the first window and logit whose float32 bit pattern differs.
+
+    int8 has no tolerance: the C performs the golden model's integer and float32 operations in
+    its order (lumamba.quant.golden), so any differing bit is a bug."""
+    got = np.ascontiguousarray(logits, np.float32)
+    ref = np.ascontiguousarray(reference, np.float32)
+    if got.shape != ref.shape:
+        raise VerificationError(f"{where}: logits of shape {got.shape}, golden model {ref.shape}")
+    differ = np.argwhere(got.view(np.uint32) != ref.view(np.uint32))
+    if differ.size:
+        w, c = differ[0]
+        raise VerificationError(
+            f"{where}: the generated C is not bit-exact with {GOLDEN_NAME}: {len(differ)} logit(s) differ, "
+            f"first window {w}, logit {c}: {got[w, c]!r} (0x{got[w:w + 1, c].view(np.uint32)[0]:08x}) vs "
+            f"{ref[w, c]!r} (0x{ref[w:w + 1, c].view(np.uint32)[0]:08x})")
+
+
+def verify_int8_on_board(project_dir: str | Path, board: Board | str, windows: np.ndarray | None = None,
+                         timeout_s: float = 1800.0, jobs: int = 2) -> Verification:
+    """Build an int8 project (int8_project) with `windows` (default: fixed_windows), run it on
+    `board` and require logits bit-identical to the golden model of its quantised copy."""
+    from lumamba.quant import load_golden
+
+    from .int8_project import INT8_DIR
+
+    project = Path(project_dir)
+    golden = load_golden(project / INT8_DIR)
+    windows, where, result, seconds = _run_on_board(project, golden.manifest, board, windows, timeout_s, jobs)
+    reference = golden(windows)
+    compare_bit_exact(result.logits, reference, where)
+    return Verification(where, result.logits, reference, 0.0, list(result.insns), seconds,
+                        reference_name=GOLDEN_NAME, bit_exact=True)
