@@ -1,20 +1,23 @@
 """`lumamba-export`: from a LuMamba checkpoint to a built, verified firmware project.
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
-                   [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--verify]
+                   [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check]
-                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32]]
+                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--max-drift 0.01]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
--> fit check against the real chip -> with --verify, fixed windows on QEMU (or natively for
-host) compared with onnxruntime. `--target onnx` stops after the graphs (--verify then compares
-onnxruntime with PyTorch).
+-> fit check against the real chip -> fixed windows on QEMU (or natively for host) compared with
+onnxruntime (--no-verify skips it). `--target onnx` stops after the graphs (--verify then
+compares onnxruntime with PyTorch).
 
 With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
-synthetic corpus) set the activation ranges, the graphs are quantised (lumamba.quant) and their
-integer descriptions compiled to C (int8_project); --verify then requires logits bit-identical to
-the int8 golden model, not within a tolerance of onnxruntime.
+synthetic corpus; int8_data) set the activation ranges, the graphs are quantised (lumamba.quant)
+and their integer descriptions compiled to C (int8_project); verification then requires logits
+bit-identical to the int8 golden model, not within a tolerance of onnxruntime, and a last step
+scores the float model and the golden model on the source's test windows (the AUROC drift,
+drift.json and drift.png; over --max-drift fails the export). A short report (parity, memory,
+drift) ends the run.
 
 Everything is written to a temporary directory beside --out and moved into place at the end, so
 a failed or interrupted run never replaces a good earlier project. A project that builds but does
@@ -31,10 +34,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
 
 TARGETS = {"onnx": None, "host": "host", "cortex-m": "cortex-m4f", "cortex-m55": "cortex-m55",
            "riscv": "riscv32"}
@@ -44,7 +43,7 @@ RANDOM_N_CLASSES = 2
 DEFAULT_MONTAGE = "tcp22"
 DEFAULT_N_SAMPLES = 1280
 DEFAULT_CALIB_WINDOWS = 32
-CALIB_SPLIT = "train"
+DEFAULT_MAX_DRIFT = 0.01
 
 
 class ExportError(RuntimeError):
@@ -201,14 +200,14 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
         if args.verify:
             steps("verifying onnxruntime against PyTorch on fixed windows")
             print("      " + verify_onnx(onnx_dir, model).summary())
-        return
+        return {}
 
     progress = lambda m: print("    " + m, flush=True)   # noqa: E731
     windows = fixed_windows(manifest.n_channels, manifest.n_samples)
     if args.int8:
         from lumamba.export.int8_project import INT8_DIR, compile_int8_model, write_int8_project
         quant_dir = work / INT8_DIR
-        _quantize(args, onnx_dir, channels, quant_dir, steps)
+        int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps)
         steps("compiling the integer graphs to C with TVM")
         compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress)
         steps("writing the firmware project")
@@ -225,6 +224,7 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
     (work / "memory.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_report(report))
     check_fit(report, args.no_fit_check)
+    summary = {"memory": memory_line(report)}
     if args.verify:
         if args.int8:
             from lumamba.export.verify import verify_int8_on_board
@@ -235,78 +235,86 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
             result = verify_on_board(work, board, timeout_s=args.timeout)
         print("      " + result.summary())
         print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
-
-
-# --- int8: calibration windows and quantisation ---------------------------------------------------
-
-
-def calibration_windows(data: str | None, channels: list[str], n_samples: int, n_windows: int,
-                        scratch: Path) -> tuple[np.ndarray, str]:
-    """(windows (N <= n_windows, C, n_samples) float32, where they came from) for calibration.
-
-    `data` is a prepared window cache (index.json), a `.npz` (the generic path), or a TUAB-style
-    EDF tree (the synthetic corpus included), which is preprocessed into `scratch` first; None
-    generates the default synthetic corpus into `scratch`. Windows come from the train split, in
-    the export's channel order; longer windows are cut to their first `n_samples` samples."""
-    import numpy as np
-
-    from lumamba.quant import load_windows
-
-    if data is None:
-        from lumamba.data.synth import SynthConfig, make_corpus
-        print(f"      no --calib-data: generating the default synthetic corpus in {scratch}", flush=True)
-        tree, what = scratch / "synth", "the default synthetic corpus"
-        make_corpus(tree, SynthConfig())
-        cache = _prepare_tree(tree, scratch / "cache", "the synthetic corpus")
+        summary["parity"] = result.summary()
     else:
-        path = Path(data)
-        what = f"--calib-data {path}"
-        if not path.exists():
-            raise ExportError(f"{what}: not found (expected a window cache, a .npz or an EDF tree)")
-        prepared = path.suffix == ".npz" or (path / "index.json").is_file()
-        cache = path if prepared else _prepare_tree(path, scratch / "cache", what)
-    try:
-        x, _, _ = load_windows(cache, CALIB_SPLIT, n_windows, channels=channels)
-    except (ValueError, FileNotFoundError) as e:
-        raise ExportError(f"{what}: no calibration windows for the export's {len(channels)} channels: {e}") from None
-    if x.shape[2] < n_samples:
-        raise ExportError(f"{what}: windows have {x.shape[2]} samples, the export needs {n_samples} (--n-samples)")
-    if len(x) < n_windows:
-        _warn(f"{what}: only {len(x)} {CALIB_SPLIT} windows, fewer than --calib-windows {n_windows}")
-    return np.ascontiguousarray(x[:, :, :n_samples], np.float32), what
+        summary["parity"] = "not checked (--no-verify)"
+    if args.int8:
+        steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
+        summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
+    return summary
 
 
-def _prepare_tree(root: Path, cache: Path, what: str) -> Path:
-    """Preprocess a TUAB-style EDF tree into a window cache, with progress."""
-    from lumamba.data.cache import prepare_cache
-    from lumamba.data.tuab import find_tuab_files
+def memory_line(report: dict) -> str:
+    """One line of the memory report: deployable flash and RAM against the chip's limits."""
+    flash, ram = report["flash"], report["ram"]
+    target = report.get("target") or "the emulated board"
 
-    hint = "expected a window cache with index.json, a .npz, or a TUAB-style EDF tree"
-    try:
-        files, rejects = find_tuab_files(root)
-    except FileNotFoundError as e:
-        raise ExportError(f"{what}: {e}; {hint}") from None
-    if not files:
-        raise ExportError(f"{what}: no EDF recordings found ({hint})")
-    print(f"      preprocessing {len(files)} recordings of {what} into {cache}", flush=True)
-    prepare_cache(files, cache, workers=2, progress=True, rejects=rejects)
-    return cache
+    def part(name: str, used: int, limit: int | None) -> str:
+        if limit is None:
+            return f"{name} {used:,} B"
+        verdict = "fits" if used <= limit else f"over by {used - limit:,} B"
+        return f"{name} {used:,} B of {limit:,} ({verdict})"
+    return f"{part('flash', flash['deployable'], flash.get('limit'))}, {part('RAM', ram['total'], ram.get('limit'))}" \
+           f" on {target}"
 
 
-def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps) -> None:
-    """Calibration windows -> activation ranges -> integer graphs in `quant_dir`."""
+def print_summary(summary: dict, title: str) -> None:
+    """The short report that ends an export: parity, memory, drift."""
+    print(f"\n{title}")
+    for key in ("parity", "memory", "drift"):
+        if key in summary:
+            print(f"  {key + ':':8s}{summary[key]}")
+
+
+# --- int8: calibration, quantisation, drift --------------------------------------------------------
+
+
+def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps):
+    """Calibration windows -> activation ranges -> integer graphs in `quant_dir`; returns the
+    windows (Int8Windows), whose evaluation part the drift step scores."""
+    from lumamba.export.int8_data import Int8DataError, load_int8_windows
     from lumamba.quant import calibrate, quantize
 
     steps("calibration windows")
     with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as scratch:
-        windows, what = calibration_windows(args.calib_data, channels, args.n_samples, args.calib_windows,
-                                            Path(scratch))
-    print(f"      {len(windows)} windows from {what}")
-    steps(f"calibrating and quantising to int8 ({len(windows)} windows)")
-    calibration = calibrate(onnx_dir, windows, progress=True)
+        try:
+            windows = load_int8_windows(args.calib_data, channels, args.n_samples, args.calib_windows,
+                                        Path(scratch), warn=_warn)
+        except Int8DataError as e:
+            raise ExportError(str(e)) from None
+    n_eval = 0 if windows.eval_x is None else len(windows.eval_x)
+    print(f"      {len(windows.calibration)} calibration windows from {windows.source}; {n_eval} evaluation windows")
+    steps(f"calibrating and quantising to int8 ({len(windows.calibration)} windows)")
+    calibration = calibrate(onnx_dir, windows.calibration, progress=True)
     q = quantize(onnx_dir, calibration, out_dir=quant_dir, qdq=False)
     print(f"      {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} bytes of int8 weights "
           f"(float32: {q.summary['float_weight_bytes_replaced']:,})")
+    return windows
+
+
+def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, windows, work: Path) -> str:
+    """Float (PyTorch) vs int8 (golden model) AUROC on the evaluation windows; writes drift.json
+    and drift.png into the project. Returns the report line; ExportError beyond --max-drift."""
+    from lumamba.evaluate.metrics import write_json
+    from lumamba.quant.drift import DRIFT_JSON, compare_float_int8
+
+    if windows.eval_x is None:
+        print(f"      skipped: {windows.eval_missing}")
+        return f"not measured: {windows.eval_missing}"
+    report = compare_float_int8(model, channels, onnx_dir, quant_dir, windows.eval_x, windows.eval_labels,
+                                max_drift=args.max_drift, out_dir=work, layers=False)
+    report["data"] = windows.source
+    write_json(report, work / DRIFT_JSON)
+    drift = report["auroc_drift"]
+    line = (f"AUROC float {report['float']['auroc']:.4f}, int8 {report['int8']['auroc']:.4f}, "
+            f"|drift| {drift:.4f} (max {args.max_drift:g}) on {report['n_windows']} windows of {windows.source}; "
+            f"labels agree on {100 * report['label_agreement']:.1f} %, logit SQNR "
+            f"{float(report['logits']['sqnr_db']):.1f} dB")
+    print("      " + line)
+    if not report["passed"]:
+        raise ExportError(f"int8 accuracy drift: |AUROC_int8 - AUROC_float| = {drift:.4f} exceeds --max-drift "
+                          f"{args.max_drift:g} (see {DRIFT_JSON}; a quantisation config can keep layers float)")
+    return line
 
 
 def _build(project: Path, board) -> Path:
@@ -349,7 +357,7 @@ def _reject(work: Path, out: Path) -> Path:
 def run(args: argparse.Namespace) -> Path:
     """The whole export as the options ask; returns the output directory."""
     out = Path(args.out)
-    n_steps = (1 if args.target == "onnx" else 5) + 2 * bool(args.int8) + bool(args.verify)
+    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify)
     steps = _Steps(n_steps)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
@@ -361,7 +369,7 @@ def run(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        _export(args, model, channels, checkpoint, work, steps)
+        summary = _export(args, model, channels, checkpoint, work, steps)
         steps.finish()
     except BaseException as e:
         from lumamba.export.qemu import FirmwareRunError
@@ -380,8 +388,10 @@ def run(args: argparse.Namespace) -> Path:
     if board is None:
         print(f"wrote {out}: manifest.json and {len(list(out.glob('*.onnx')))} ONNX graphs")
     else:
-        print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json\n"
+        extra = ", drift.json, drift.png" if (out / "drift.json").is_file() else ""
+        print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json{extra}\n"
               f"rebuild with: make -C {out} BOARD={board}")
+        print_summary(summary, f"Report: {description}, {'int8' if args.int8 else 'float32'}, {board}")
     return out
 
 
@@ -402,9 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"samples per channel and window, a multiple of the patch size (default {DEFAULT_N_SAMPLES})")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
-    p.add_argument("--verify", action="store_true",
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
-                        "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model)")
+                        "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model); "
+                        "default: on for firmware targets; with --target onnx, compare onnxruntime with PyTorch")
     p.add_argument("--board-profile", metavar="NAME|FILE",
                    help="real chip whose flash and RAM the build must fit: a board name or a JSON file with a "
                         "\"target\" object (name, flash_bytes, ram_bytes); default: the target's own")
@@ -419,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a TUAB-style EDF tree; default: a generated synthetic corpus")
     p.add_argument("--calib-windows", type=int,
                    help=f"with --int8: number of calibration windows (default {DEFAULT_CALIB_WINDOWS})")
+    p.add_argument("--max-drift", type=float,
+                   help="with --int8: largest allowed |AUROC_int8 - AUROC_float| on the calibration source's "
+                        f"test windows (default {DEFAULT_MAX_DRIFT})")
     return p
 
 
@@ -429,12 +443,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8 and TARGETS[args.target] is None:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")
-    if not args.int8 and (args.calib_data is not None or args.calib_windows is not None):
-        parser.error("--calib-data and --calib-windows apply only with --int8")
+    int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows, "--max-drift": args.max_drift}
+    given = [name for name, value in int8_only.items() if value is not None]
+    if not args.int8 and given:
+        parser.error(f"{', '.join(given)}: only with --int8")
     if args.calib_windows is None:
         args.calib_windows = DEFAULT_CALIB_WINDOWS
     if args.calib_windows < 1:
         parser.error(f"--calib-windows {args.calib_windows}: must be >= 1")
+    if args.max_drift is None:
+        args.max_drift = DEFAULT_MAX_DRIFT
+    if not 0 <= args.max_drift <= 1:
+        parser.error(f"--max-drift {args.max_drift}: must be between 0 and 1 (an AUROC difference)")
+    if args.verify is None:
+        args.verify = TARGETS[args.target] is not None
     if args.out is None:
         args.out = f"out/lumamba-{args.target}"
     from lumamba.export.build import BuildError, ToolchainError

@@ -96,14 +96,11 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
     `out_dir/drift.json` and `out_dir/drift.png` (ROC curves, per-layer SQNR) and returns the report.
     `report["passed"]` is False when |AUROC_int8 - AUROC_float| > max_drift (or AUROC is undefined).
     The export and the quantised model are kept in `out_dir/onnx` and `out_dir/int8`."""
-    import torch
-
     from lumamba.checkpoint import load_pretrained
-    from lumamba.evaluate.metrics import classification_metrics, write_json
+    from lumamba.evaluate.metrics import write_json
     from lumamba.export import export_onnx
 
     from .calibration import calibrate, load_windows
-    from .golden import float_reference, load_golden
     from .quantizer import quantize
 
     started = time.time()
@@ -119,20 +116,48 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
     calibration = calibrate(out_dir / "onnx", x_cal, method=method, percentile=percentile, progress=progress)
     quantized = quantize(out_dir / "onnx", calibration, config, out_dir / "int8")
 
+    report = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "n_windows": int(len(x)),
+              "calibration": {"split": calib_split, "n_windows": int(len(x_cal)), "method": method,
+                              "percentile": percentile if method == "percentile" else None}}
+    report.update(compare_float_int8(model, names, out_dir / "onnx", quantized.out_dir, x, labels,
+                                     max_drift=max_drift, out_dir=out_dir, progress=progress))
+    report["quantized"] = {"dir": str(quantized.out_dir), **quantized.summary}
+    report["seconds"] = round(time.time() - started, 1)
+    write_json(report, out_dir / DRIFT_JSON)
+    return report
+
+
+def compare_float_int8(model, names: Sequence[str], onnx_dir: str | os.PathLike, quant_dir: str | os.PathLike,
+                       x: np.ndarray, labels: np.ndarray, *, max_drift: float, out_dir: str | os.PathLike,
+                       layers: bool = True, progress: bool = True) -> dict:
+    """Score windows `x` (N, C, T) with the float `model` (PyTorch) and the golden model of
+    `quant_dir` (the quantised copy of the export `onnx_dir`); the drift part of the report.
+    `layers` adds the per-layer SQNR (one more float pass per window, with taps). Draws
+    `out_dir/drift.png` (ROC curves, and the per-layer SQNR when computed)."""
+    import torch
+
+    from lumamba.evaluate.metrics import classification_metrics
+
+    from .golden import float_reference, load_golden
+
+    golden = load_golden(quant_dir)
     with torch.no_grad():
         batches = np.array_split(x, max(1, len(x) // 16))
-        float_logits = np.concatenate([model(torch.from_numpy(b), names).numpy() for b in batches])
-    int8_logits, layers = evaluate_int8(load_golden(quantized.out_dir), float_reference(out_dir / "onnx"), x, progress)
+        float_logits = np.concatenate([model(torch.from_numpy(b), list(names)).numpy() for b in batches])
+    if layers:
+        int8_logits, layer_sqnr = evaluate_int8(golden, float_reference(onnx_dir), x, progress)
+    else:
+        int8_logits = np.concatenate([golden(b) for b in
+                                      _progress(np.array_split(x, max(1, len(x) // 8)), "int8 golden model", progress)])
+        layer_sqnr = {}
 
     p_float, p_int8 = _softmax(float_logits), _softmax(int8_logits)
     m_float, m_int8 = classification_metrics(labels, p_float), classification_metrics(labels, p_int8)
     drift = None if m_float["auroc"] is None or m_int8["auroc"] is None else abs(m_int8["auroc"] - m_float["auroc"])
     err = (int8_logits - float_logits).astype(np.float64)
-    int8_layers = {f"{name}/{node.layer}" for name, g in quantized.graphs.items() for node in g.int8_nodes()}
+    int8_layers = {f"{name}/{node.layer}" for name, ex in golden.executors.items() for node in ex.graph.int8_nodes()}
     report = {
-        "checkpoint": str(checkpoint), "data": str(data), "split": split, "n_windows": int(len(x)),
-        "calibration": {"split": calib_split, "n_windows": int(len(x_cal)), "method": method,
-                        "percentile": percentile if method == "percentile" else None},
+        "n_windows": int(len(x)),
         "float": m_float, "int8": m_int8,
         "auroc_drift": drift, "max_drift": max_drift,
         "passed": drift is not None and drift <= max_drift,
@@ -140,26 +165,30 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
         "logits": {"sqnr_db": _json_number(sqnr_db(float((float_logits.astype(np.float64) ** 2).sum()),
                                                     float((err ** 2).sum()))),
                    "max_abs_error": float(np.abs(err).max()), "rms_error": float(np.sqrt((err ** 2).mean()))},
-        "layer_sqnr_db": {k: _json_number(v) for k, v in layers.items()},
-        "float_layers": sorted(set(layers) - int8_layers),
-        "quantized": {"dir": str(quantized.out_dir), **quantized.summary},
-        "seconds": round(time.time() - started, 1),
+        "layer_sqnr_db": {k: _json_number(v) for k, v in layer_sqnr.items()},
+        "float_layers": sorted(set(layer_sqnr) - int8_layers),
     }
-    write_json(report, out_dir / DRIFT_JSON)
-    plot_drift(labels, p_float, p_int8, layers, int8_layers, report, out_dir / DRIFT_PNG)
+    plot_drift(labels, p_float, p_int8, layer_sqnr, int8_layers, report, Path(out_dir) / DRIFT_PNG)
     return report
+
+
+def _progress(items: list, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="batch", disable=not enabled)
 
 
 def plot_drift(labels: np.ndarray, p_float: np.ndarray, p_int8: np.ndarray, layers: dict[str, float],
                int8_layers: set[str], report: dict, path: Path) -> Path:
-    """ROC curves of both models (binary tasks) and the per-layer SQNR (layers kept float in grey)."""
+    """ROC curves of both models (binary tasks) and, when `layers` holds it, the per-layer SQNR
+    (layers kept float in grey)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
 
     keys = list(layers)
-    fig = Figure(figsize=(12, max(4.5, 0.17 * len(keys) + 1.5)), layout="constrained")
-    roc, bars = fig.subplots(1, 2, width_ratios=(1, 1.4))
+    fig = Figure(figsize=(12 if keys else 5.5, max(4.5, 0.17 * len(keys) + 1.5)), layout="constrained")
+    roc, bars = fig.subplots(1, 2, width_ratios=(1, 1.4)) if keys else (fig.subplots(), None)
     if p_float.shape[1] == 2 and len(np.unique(labels)) == 2:
         for name, p, style in (("float", p_float, "-"), ("int8", p_int8, "--")):
             fpr, tpr, _ = roc_curve(labels, p[:, 1])
@@ -171,11 +200,12 @@ def plot_drift(labels: np.ndarray, p_float: np.ndarray, p_int8: np.ndarray, laye
     drift = report["auroc_drift"]
     roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
             title=f"ROC, |AUROC drift| = {drift:.4f}" if drift is not None else "ROC")
-    values = [min(v, 99.0) for v in layers.values()]      # +inf (no error) drawn at the axis end
-    bars.barh(range(len(keys)), values, color=["tab:blue" if k in int8_layers else "tab:grey" for k in keys])
-    bars.set_yticks(range(len(keys)), [k if k in int8_layers else f"{k} (float)" for k in keys], fontsize=6)
-    bars.invert_yaxis()
-    bars.set(xlabel="SQNR (dB)", title=f"per-layer SQNR; logits {float(report['logits']['sqnr_db']):.1f} dB")
+    if keys:   # per-layer SQNR (`lumamba-eval drift`; the export's drift step skips it)
+        values = [min(v, 99.0) for v in layers.values()]      # +inf (no error) drawn at the axis end
+        bars.barh(range(len(keys)), values, color=["tab:blue" if k in int8_layers else "tab:grey" for k in keys])
+        bars.set_yticks(range(len(keys)), [k if k in int8_layers else f"{k} (float)" for k in keys], fontsize=6)
+        bars.invert_yaxis()
+        bars.set(xlabel="SQNR (dB)", title=f"per-layer SQNR; logits {float(report['logits']['sqnr_db']):.1f} dB")
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110)

@@ -199,9 +199,6 @@ def test_bad_options_name_the_option(capsys, tmp_path):
     status, _, err = run_cli(["--target", "cortex-m", "--board-profile", str(tmp_path / "nope.json"),
                               *MICRO_ARGS, "--out", str(tmp_path / "o")], capsys)
     assert status == 1 and "--board-profile" in err and "nope.json" in err
-    with pytest.raises(SystemExit) as e:
-        cli.main(["--target", "cortex-m", "--int8"])
-    assert e.value.code == 2 and "int8 export is not implemented yet (issue 5)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

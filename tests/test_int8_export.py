@@ -4,9 +4,10 @@ project -> ELF -> QEMU (or native), compared bit for bit with the int8 golden mo
 No tolerance anywhere: the generated C performs the golden model's integer and float32 operations
 in its order (lumamba.quant.golden), so every logit's float32 bit pattern must be equal.
 
-The default tests share one CLI run (random micro model, tcp22, T=640, Cortex-M4F, --int8 --verify,
-calibration windows from a small .npz); host, M55 and RISC-V builds reuse that project. The CLI's
-own host run and the default synthetic-corpus calibration are exports of their own, marked slow.
+The default tests share one CLI run (random micro model, tcp22, T=640, Cortex-M4F, --int8, verified,
+calibration and drift windows from a small .npz); host, M55 and RISC-V builds reuse that project.
+The CLI's own host run and the default synthetic-corpus calibration are exports of their own,
+marked slow.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from test_quant_golden import eeg_like
 
 from lumamba.export import cli
 from lumamba.export.build import ToolchainError, check_toolchain
+from lumamba.export.int8_data import Int8DataError, load_int8_windows
 from lumamba.export.int8_project import FMATH_UNIT, INT8_DIR
 from lumamba.export.verify import VerificationError, compare_bit_exact, verify_int8_on_board
 from lumamba.montages import MONTAGES
@@ -29,6 +31,7 @@ N_SAMPLES = 640
 CHANNELS = list(MONTAGES["tcp22"])
 MICRO_ARGS = ["--config", "micro", "--montage", "tcp22", "--n-samples", str(N_SAMPLES)]
 N_CALIB = 4
+N_NPZ = 14
 
 
 def require_toolchain(board: str) -> None:
@@ -40,11 +43,13 @@ def require_toolchain(board: str) -> None:
 
 @pytest.fixture(scope="module")
 def calib_npz(tmp_path_factory):
-    """Calibration windows as the generic path stores them: 6 train windows of 1280 samples (cut
-    to the export's 640), channels in reverse order (the CLI must reorder them), 2 val windows."""
-    x = eeg_like(8, len(CHANNELS), 2 * N_SAMPLES, seed=3)[:, ::-1]
-    split = ["train"] * 6 + ["val"] * 2
-    return save_npz_windows(tmp_path_factory.mktemp("calib") / "calib.npz", x, np.zeros(8), CHANNELS[::-1], split)
+    """Windows as the generic path stores them: 6 train windows of 1280 samples (cut to the
+    export's 640), channels in reverse order (the CLI must reorder them), 2 val windows, and 6
+    test windows of both classes for the drift."""
+    x = eeg_like(N_NPZ, len(CHANNELS), 2 * N_SAMPLES, seed=3)[:, ::-1]
+    split = ["train"] * 6 + ["val"] * 2 + ["test"] * 6
+    labels = np.arange(N_NPZ) % 2
+    return save_npz_windows(tmp_path_factory.mktemp("calib") / "calib.npz", x, labels, CHANNELS[::-1], split)
 
 
 def export(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -61,7 +66,7 @@ def m4_project(tmp_path_factory, calib_npz):
     require_toolchain("cortex-m4f")
     out = tmp_path_factory.mktemp("int8") / "micro-m4"
     run = export(["--target", "cortex-m", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz),
-                  "--calib-windows", str(N_CALIB), "--verify", "--no-fit-check", "--out", str(out)])
+                  "--calib-windows", str(N_CALIB), "--max-drift", "1", "--no-fit-check", "--out", str(out)])
     return out, run
 
 
@@ -69,11 +74,18 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     out, run = m4_project
     assert run.returncode == 0, run.stdout + run.stderr
     log = run.stdout
-    assert re.search(r"\[1/8\] exporting recurrent-mode ONNX graphs", log)
-    assert f"{N_CALIB} windows from --calib-data" in log
-    assert re.search(r"\[4/8\] compiling the integer graphs", log)
-    assert "cortex-m4f (QEMU mps2-an386): 2 windows, logits bit-identical to the int8 golden model" in log
+    assert re.search(r"\[1/9\] exporting recurrent-mode ONNX graphs", log)
+    assert f"{N_CALIB} calibration windows from --calib-data" in log and "; 6 evaluation windows" in log
+    assert re.search(r"\[4/9\] compiling the integer graphs", log)
+    parity = "cortex-m4f (QEMU mps2-an386): 2 windows, logits bit-identical to the int8 golden model"
     assert int(re.search(r"([\d,]+) instructions per window", log).group(1).replace(",", "")) > 1_000_000
+    # the closing report: parity, memory against the chip, drift (verification is on by default)
+    report = log[log.index("Report: random 'micro' model"):]
+    assert re.search(r"parity: +" + re.escape(parity), report)
+    assert re.search(r"memory: +flash [\d,]+ B of 1,048,576 \(fits\), RAM [\d,]+ B of 196,608", report)
+    drift = re.search(r"drift: +AUROC float (\S+), int8 (\S+), \|drift\| (\S+) \(max 1\) on 6 windows", report)
+    assert drift and abs(abs(float(drift[1]) - float(drift[2])) - float(drift[3])) <= 1.5e-4
+    assert (out / "drift.json").is_file() and (out / "drift.png").is_file()
     # the project holds the quantised model it was verified against, and int8 weights in flash
     assert (out / INT8_DIR / "quant.json").is_file() and (out / FMATH_UNIT).is_file()
     index = (out / INT8_DIR / "quant.json").read_text()
@@ -111,34 +123,64 @@ def test_a_one_ulp_difference_is_named(m4_project):
         compare_bit_exact(moved, result.reference, "host")
 
 
-def test_calibration_windows_from_npz(calib_npz, tmp_path):
-    x, what = cli.calibration_windows(str(calib_npz), CHANNELS, N_SAMPLES, 3, tmp_path)
-    full = eeg_like(8, len(CHANNELS), 2 * N_SAMPLES, seed=3)
-    assert x.shape == (3, len(CHANNELS), N_SAMPLES) and x.dtype == np.float32
-    # every window is a train window's first N_SAMPLES samples, back in the export's channel order
-    for window in x:
+def test_int8_windows_from_npz(calib_npz, tmp_path):
+    w = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 3, tmp_path)
+    full = eeg_like(N_NPZ, len(CHANNELS), 2 * N_SAMPLES, seed=3)
+    assert w.calibration.shape == (3, len(CHANNELS), N_SAMPLES) and w.calibration.dtype == np.float32
+    # every calibration window is a train window's first N_SAMPLES samples, in the export's channel order
+    for window in w.calibration:
         assert any(np.array_equal(window, full[i, :, :N_SAMPLES]) for i in range(6))
-    assert "--calib-data" in what
+    # the drift windows are all test windows, in order, with their labels
+    np.testing.assert_array_equal(w.eval_x, full[8:, :, :N_SAMPLES])
+    np.testing.assert_array_equal(w.eval_labels, np.arange(8, N_NPZ) % 2)
+    assert "--calib-data" in w.source
 
 
-def test_calibration_windows_errors(calib_npz, tmp_path, capsys):
-    with pytest.raises(cli.ExportError, match="--calib-data .*missing.npz: not found"):
-        cli.calibration_windows(str(tmp_path / "missing.npz"), CHANNELS, N_SAMPLES, 4, tmp_path)
-    with pytest.raises(cli.ExportError, match="windows have 1280 samples, the export needs 2560"):
-        cli.calibration_windows(str(calib_npz), CHANNELS, 2 * 2 * N_SAMPLES, 4, tmp_path)
-    with pytest.raises(cli.ExportError, match=r"channels \['XX-YY'\] not in"):
-        cli.calibration_windows(str(calib_npz), ["XX-YY"], N_SAMPLES, 4, tmp_path)
+def test_int8_windows_without_usable_test_windows(tmp_path):
+    x = eeg_like(6, len(CHANNELS), N_SAMPLES, seed=4)
+    one_class = save_npz_windows(tmp_path / "one.npz", x, np.zeros(6), CHANNELS, ["train"] * 4 + ["test"] * 2)
+    w = load_int8_windows(str(one_class), CHANNELS, N_SAMPLES, 4, tmp_path)
+    assert w.eval_x is None and "one class only: AUROC is undefined" in w.eval_missing
+    no_test = save_npz_windows(tmp_path / "none.npz", x, np.arange(6) % 2, CHANNELS, ["train"] * 6)
+    w = load_int8_windows(str(no_test), CHANNELS, N_SAMPLES, 4, tmp_path)
+    assert w.eval_x is None and "no usable test windows" in w.eval_missing
+
+
+def test_int8_windows_errors(calib_npz, tmp_path):
+    with pytest.raises(Int8DataError, match="--calib-data .*missing.npz: not found"):
+        load_int8_windows(str(tmp_path / "missing.npz"), CHANNELS, N_SAMPLES, 4, tmp_path)
+    with pytest.raises(Int8DataError, match="windows have 1280 samples, the export needs 2560"):
+        load_int8_windows(str(calib_npz), CHANNELS, 2 * 2 * N_SAMPLES, 4, tmp_path)
+    with pytest.raises(Int8DataError, match=r"channels \['XX-YY'\] not in"):
+        load_int8_windows(str(calib_npz), ["XX-YY"], N_SAMPLES, 4, tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(cli.ExportError, match="empty holds neither edf/ nor train/ and eval/.*expected a window cache"):
-        cli.calibration_windows(str(tmp_path / "empty"), CHANNELS, N_SAMPLES, 4, tmp_path / "scratch")
-    x, _ = cli.calibration_windows(str(calib_npz), CHANNELS, N_SAMPLES, 32, tmp_path)
-    assert len(x) == 6 and "only 6 train windows, fewer than --calib-windows 32" in capsys.readouterr().err
+    with pytest.raises(Int8DataError, match="empty holds neither edf/ nor train/ and eval/.*expected a window cache"):
+        load_int8_windows(str(tmp_path / "empty"), CHANNELS, N_SAMPLES, 4, tmp_path / "scratch")
+    warnings = []
+    w = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 32, tmp_path, warn=warnings.append)
+    assert len(w.calibration) == 6 and "only 6 train windows, fewer than --calib-windows 32" in warnings[0]
+
+
+def test_drift_beyond_the_threshold_fails_the_export(m4_project, calib_npz, tmp_path):
+    """The drift step of the shared project's export, re-run with a threshold below its drift."""
+    import argparse
+    out, run = m4_project
+    assert run.returncode == 0
+    drift = float(re.search(r"\|drift\| (\S+)", run.stdout)[1])
+    model, _, _ = cli.load_model(None, "micro")
+    windows = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, N_CALIB, tmp_path)
+    args = argparse.Namespace(max_drift=drift - 0.01)
+    with pytest.raises(cli.ExportError, match=r"\|AUROC_int8 - AUROC_float\| = .* exceeds --max-drift"):
+        cli._drift(args, model, CHANNELS, out / "onnx", out / INT8_DIR, windows, tmp_path)
+    assert "|drift|" in cli._drift(argparse.Namespace(max_drift=drift + 0.01), model, CHANNELS, out / "onnx",
+                                   out / INT8_DIR, windows, tmp_path)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--target", "onnx", "--int8"], "--int8 needs a firmware target"),
-    (["--target", "host", "--calib-data", "x.npz"], "apply only with --int8"),
-    (["--target", "host", "--calib-windows", "4"], "apply only with --int8"),
+    (["--target", "host", "--calib-data", "x.npz"], "--calib-data: only with --int8"),
+    (["--target", "host", "--calib-windows", "4", "--max-drift", "0.1"], "--calib-windows, --max-drift: only with --int8"),
+    (["--target", "host", "--int8", "--max-drift", "2"], "--max-drift 2.0: must be between 0 and 1"),
     (["--target", "host", "--int8", "--calib-windows", "0"], "--calib-windows 0: must be >= 1"),
 ])
 def test_bad_int8_options_name_the_option(args, message, capsys):
@@ -160,7 +202,8 @@ def test_cli_host_int8_verify(tmp_path, calib_npz):
 
 @pytest.mark.slow
 def test_default_calibration_is_the_synthetic_corpus(tmp_path, capsys):
-    x, what = cli.calibration_windows(None, CHANNELS, N_SAMPLES, 32, tmp_path)
-    assert x.shape == (32, len(CHANNELS), N_SAMPLES) and what == "the default synthetic corpus"
-    assert np.isfinite(x).all() and 0.5 < float(x.std()) < 2.0     # z-scored EEG
+    w = load_int8_windows(None, CHANNELS, N_SAMPLES, 32, tmp_path)
+    assert w.calibration.shape == (32, len(CHANNELS), N_SAMPLES) and w.source == "the default synthetic corpus"
+    assert np.isfinite(w.calibration).all() and 0.5 < float(w.calibration.std()) < 2.0     # z-scored EEG
+    assert len(w.eval_x) > 100 and set(np.unique(w.eval_labels)) == {0, 1}
     assert "generating the default synthetic corpus" in capsys.readouterr().out
