@@ -7,6 +7,9 @@ memory descriptions that must not be confused:
 - ``emulator``: where the image lives in the QEMU machine. It is chosen large enough for float
   models (tens of MiB) and says which emulated memory stands in for flash.
 - ``target``: flash and RAM of a representative real board, which the memory report checks.
+
+Other real chips, checked with `lumamba-export --board-profile NAME`, are JSON files in
+lumamba/firmware/chips/ holding just a ``target`` object (name, flash_bytes, ram_bytes, notes).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from lumamba.firmware import ROOT as FIRMWARE_ROOT
 
 BOARDS_DIR: Path = FIRMWARE_ROOT / "boards"
 BOARDS: tuple[str, ...] = tuple(sorted(p.stem for p in BOARDS_DIR.glob("*.json")))
+CHIPS_DIR: Path = FIRMWARE_ROOT / "chips"
+CHIPS: tuple[str, ...] = tuple(sorted(p.stem for p in CHIPS_DIR.glob("*.json")))
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,18 @@ def _region(d: dict) -> MemoryRegion:
     return MemoryRegion(origin=int(d["origin"], 0), size=int(d["size"], 0), memory=d["memory"])
 
 
+def _target(t: dict) -> Target:
+    return Target(name=t["name"], flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
+                  notes=t.get("notes", ""))
+
+
+def load_chip(name: str) -> Target:
+    """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise."""
+    if name not in CHIPS:
+        raise ValueError(f"unknown chip {name!r}; known chips: {', '.join(CHIPS)}")
+    return _target(json.loads((CHIPS_DIR / f"{name}.json").read_text()))
+
+
 def load_board(name: str) -> Board:
     """Load the profile ``name`` (one of BOARDS); ValueError naming the known boards otherwise."""
     path = BOARDS_DIR / f"{name}.json"
@@ -112,9 +129,7 @@ def load_board(name: str) -> Board:
                             icount_shift=int(e["icount_shift"]), cpu_hz=e["cpu_hz"],
                             flash=_region(e["flash"]), ram=_region(e["ram"]))
     if d["target"] is not None:
-        t = d["target"]
-        target = Target(name=t["name"], flash_bytes=int(t["flash_bytes"]),
-                        ram_bytes=int(t["ram_bytes"]), notes=t["notes"])
+        target = _target(d["target"])
     return Board(name=d["name"], description=d["description"], notes=d.get("notes", ""),
                  compiler=d["compiler"],
                  cflags=tuple(d["cflags"]), ldflags=tuple(d["ldflags"]), ldlibs=tuple(d["ldlibs"]),

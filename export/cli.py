@@ -3,7 +3,8 @@
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check]
-                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--max-drift 0.01]]
+                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
+                           [--max-drift 0.01]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
@@ -137,8 +138,9 @@ def load_channels(montage: str) -> list[str]:
 
 
 def board_with_limits(board_name: str, profile: str | None):
-    """The board, with the real-chip limits of `profile` (a board name or a JSON file) if given."""
-    from lumamba.export.boards import BOARDS, Target, load_board
+    """The board, with the real-chip limits of `profile` (a board name, a chip name or a JSON
+    file) if given."""
+    from lumamba.export.boards import BOARDS, CHIPS, Target, load_board, load_chip
 
     board = load_board(board_name)
     if profile is None:
@@ -148,9 +150,12 @@ def board_with_limits(board_name: str, profile: str | None):
         if target is None:
             raise ExportError(f"--board-profile {profile}: that board has no real-chip memory limits")
         return dataclasses.replace(board, target=target)
+    if profile in CHIPS:
+        return dataclasses.replace(board, target=load_chip(profile))
     path = Path(profile)
     if not path.is_file():
-        raise ExportError(f"--board-profile {profile!r}: neither a board ({', '.join(BOARDS)}) nor an existing file")
+        raise ExportError(f"--board-profile {profile!r}: neither a board ({', '.join(BOARDS)}), a chip "
+                          f"({', '.join(CHIPS)}) nor an existing file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         t = data.get("target", data)   # a whole board profile, or just its "target" object
@@ -247,7 +252,7 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
 def memory_line(report: dict) -> str:
     """One line of the memory report: deployable flash and RAM against the chip's limits."""
     flash, ram = report["flash"], report["ram"]
-    target = report.get("target") or "the emulated board"
+    target = report.get("target") or f"{report['board']} (no chip limits)"
 
     def part(name: str, used: int, limit: int | None) -> str:
         if limit is None:
@@ -286,7 +291,10 @@ def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps:
     print(f"      {len(windows.calibration)} calibration windows from {windows.source}; {n_eval} evaluation windows")
     steps(f"calibrating and quantising to int8 ({len(windows.calibration)} windows)")
     calibration = calibrate(onnx_dir, windows.calibration, progress=True)
-    q = quantize(onnx_dir, calibration, out_dir=quant_dir, qdq=False)
+    try:
+        q = quantize(onnx_dir, calibration, config=args.quant_config, out_dir=quant_dir)
+    except (ValueError, FileNotFoundError) as e:     # a bad config: the message names file and pattern
+        raise ExportError(f"--quant-config: {e}" if args.quant_config else str(e)) from None
     print(f"      {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} bytes of int8 weights "
           f"(float32: {q.summary['float_weight_bytes_replaced']:,})")
     return windows
@@ -417,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model); "
                         "default: on for firmware targets; with --target onnx, compare onnxruntime with PyTorch")
     p.add_argument("--board-profile", metavar="NAME|FILE",
-                   help="real chip whose flash and RAM the build must fit: a board name or a JSON file with a "
-                        "\"target\" object (name, flash_bytes, ram_bytes); default: the target's own")
+                   help="real chip whose flash and RAM the build must fit: a board name, a chip name "
+                        "(firmware/chips: stm32f407vg) or a JSON file with a \"target\" object (name, flash_bytes, "
+                        "ram_bytes); default: the board's own (cortex-m: Ambiq Apollo4 Plus)")
     p.add_argument("--no-fit-check", action="store_true",
                    help="keep a project that does not fit the chip (the report still says by how much)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
@@ -430,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a TUAB-style EDF tree; default: a generated synthetic corpus")
     p.add_argument("--calib-windows", type=int,
                    help=f"with --int8: number of calibration windows (default {DEFAULT_CALIB_WINDOWS})")
+    p.add_argument("--quant-config", metavar="FILE",
+                   help="with --int8: JSON/TOML quantisation config moving layers between int8 and float "
+                        "(quant/README.md), e.g. {\"float\": [\"classifier.fc3\"]}")
     p.add_argument("--max-drift", type=float,
                    help="with --int8: largest allowed |AUROC_int8 - AUROC_float| on the calibration source's "
                         f"test windows (default {DEFAULT_MAX_DRIFT})")
@@ -443,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8 and TARGETS[args.target] is None:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")
-    int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows, "--max-drift": args.max_drift}
+    int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows,
+                 "--quant-config": args.quant_config, "--max-drift": args.max_drift}
     given = [name for name, value in int8_only.items() if value is not None]
     if not args.int8 and given:
         parser.error(f"{', '.join(given)}: only with --int8")

@@ -55,13 +55,13 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def micro_project(tmp_path_factory):
-    """One CLI run: micro for the Cortex-M4F, verified in QEMU. micro's float frontend needs more
-    RAM than the STM32F407 has (see the fit test), hence --no-fit-check."""
+    """One CLI run: micro for the Cortex-M4F, verified in QEMU (it fits the default chip; the
+    STM32F407 it does not: test_named_chip_profile)."""
     require_toolchain("cortex-m4f")
     out = tmp_path_factory.mktemp("cli") / "micro-m4"
     capture = subprocess.run(
         [sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", *MICRO_ARGS, "--out", str(out),
-         "--verify", "--no-fit-check"], capture_output=True, text=True, timeout=600)
+         "--verify"], capture_output=True, text=True, timeout=600)
     return out, capture
 
 
@@ -178,6 +178,21 @@ def test_too_small_chip_fails_by_how_much(micro_project, tmp_path):
     assert "does not fit SmallChip-64K" in message
     assert f"over by {over_flash:,} bytes" in message and f"over by {over_ram:,} bytes" in message
     cli.check_fit(report, no_fit_check=True)   # a warning only
+
+
+def test_named_chip_profile(micro_project):
+    """`--board-profile stm32f407vg` (firmware/chips): the 192 KiB STM32F407, which micro's
+    whole-window front end does not fit, while the default Cortex-M4F chip (Apollo4 Plus) holds it."""
+    out, _ = micro_project
+    board = cli.board_with_limits("cortex-m4f", "stm32f407vg")
+    assert (board.target.flash_bytes, board.target.ram_bytes) == (1 << 20, 192 * 1024)
+    assert "STM32F407" in board.target.name and board.name == "cortex-m4f"
+    elf = elf_path(out, "cortex-m4f")
+    with pytest.raises(cli.ExportError, match=r"does not fit STM32F407VG .*RAM needs [\d,]+ bytes but has 196,608"):
+        cli.check_fit(memory_report(elf, board, out))
+    cli.check_fit(memory_report(elf, "cortex-m4f", out))
+    with pytest.raises(cli.ExportError, match=r"neither a board .*, a chip \(stm32f407vg\) nor an existing file"):
+        cli.board_with_limits("cortex-m4f", "stm32f999")
 
 
 def test_bad_options_name_the_option(capsys, tmp_path):

@@ -11,6 +11,7 @@ marked slow.
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -61,12 +62,17 @@ def export(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def m4_project(tmp_path_factory, calib_npz):
-    """micro, int8, Cortex-M4F, verified in QEMU. --no-fit-check: micro's frontend buffers need
-    more RAM than the STM32F407 has, as in the float path."""
+    """micro, int8, Cortex-M4F, verified in QEMU; it fits the default Cortex-M4F chip. A
+    quantisation config keeps the classifier's last layer float, so the firmware mixes int8 and
+    float nodes in one graph."""
     require_toolchain("cortex-m4f")
-    out = tmp_path_factory.mktemp("int8") / "micro-m4"
+    root = tmp_path_factory.mktemp("int8")
+    config = root / "quant.json"
+    config.write_text('{"float": ["classifier.fc3"]}')
+    out = root / "micro-m4"
     run = export(["--target", "cortex-m", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz),
-                  "--calib-windows", str(N_CALIB), "--max-drift", "1", "--no-fit-check", "--out", str(out)])
+                  "--calib-windows", str(N_CALIB), "--quant-config", str(config), "--max-drift", "1",
+                  "--out", str(out)])
     return out, run
 
 
@@ -82,14 +88,17 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     # the closing report: parity, memory against the chip, drift (verification is on by default)
     report = log[log.index("Report: random 'micro' model"):]
     assert re.search(r"parity: +" + re.escape(parity), report)
-    assert re.search(r"memory: +flash [\d,]+ B of 1,048,576 \(fits\), RAM [\d,]+ B of 196,608", report)
+    assert re.search(r"memory: +flash [\d,]+ B of 2,097,152 \(fits\), RAM [\d,]+ B of 2,883,584 \(fits\) on Ambiq Apollo4", report)
     drift = re.search(r"drift: +AUROC float (\S+), int8 (\S+), \|drift\| (\S+) \(max 1\) on 6 windows", report)
     assert drift and abs(abs(float(drift[1]) - float(drift[2])) - float(drift[3])) <= 1.5e-4
     assert (out / "drift.json").is_file() and (out / "drift.png").is_file()
     # the project holds the quantised model it was verified against, and int8 weights in flash
     assert (out / INT8_DIR / "quant.json").is_file() and (out / FMATH_UNIT).is_file()
-    index = (out / INT8_DIR / "quant.json").read_text()
-    assert f'"n_windows": {N_CALIB}' in index
+    index = json.loads((out / INT8_DIR / "quant.json").read_text())
+    assert index["calibration"]["n_windows"] == N_CALIB
+    assert [n["int8"] for n in index["nodes"].values() if n["layer"] == "classifier.fc3"] == [False]
+    assert sum(node["int8"] for node in index["nodes"].values()) > 20
+    assert (out / INT8_DIR / "qdq" / "unify.onnx").is_file()      # the QDQ set for onnxruntime users
     weights = "".join(p.read_text() for p in out.glob("weights_lumamba_*.c"))
     assert "const int8_t" in weights
 
@@ -174,6 +183,16 @@ def test_drift_beyond_the_threshold_fails_the_export(m4_project, calib_npz, tmp_
         cli._drift(args, model, CHANNELS, out / "onnx", out / INT8_DIR, windows, tmp_path)
     assert "|drift|" in cli._drift(argparse.Namespace(max_drift=drift + 0.01), model, CHANNELS, out / "onnx",
                                    out / INT8_DIR, windows, tmp_path)
+
+
+def test_bad_quant_config_names_the_option_and_pattern(calib_npz, tmp_path):
+    config = tmp_path / "typo.json"
+    config.write_text('{"float": ["classifier.fc9"]}')
+    run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz), "--calib-windows", "2",
+                  "--quant-config", str(config), "--out", str(tmp_path / "out")])
+    assert run.returncode == 1
+    assert re.search(r"error: --quant-config: .*typo.json.*classifier.fc9", run.stderr)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 @pytest.mark.parametrize("args, message", [
