@@ -27,23 +27,17 @@ import torch
 from lumamba import CONFIGS, LuMamba, save_checkpoint
 from lumamba.export import cli, load
 from lumamba.export.boards import load_board
-from lumamba.export.build import check_toolchain, elf_path, ToolchainError
+from lumamba.export.build import elf_path
 from lumamba.export.firmware_project import ONNX_DIR, compile_model, model_sources
 from lumamba.export.host_c_runner import load_host_c
 from lumamba.export.manifest import Manifest
 from lumamba.export.memory_report import memory_report
 from lumamba.export.verify import TOLERANCE, fixed_windows, verify_on_board
+from toolchain import require_toolchain
 
 HOST_TOL = 1e-5
 BOARDS = ("cortex-m4f", "cortex-m55", "riscv32")
 MICRO_ARGS = ["--config", "micro", "--montage", "tcp22", "--n-samples", "640"]
-
-
-def require_toolchain(board: str) -> None:
-    try:
-        check_toolchain(board)
-    except ToolchainError as exc:
-        pytest.skip(str(exc))
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

@@ -12,6 +12,7 @@ from lumamba.export.boards import BOARDS, load_board
 from lumamba.export.build import (BuildError, ToolchainError, build_project, check_toolchain, prepare_project,
                                   render_board_mk, write_test_vectors)
 from lumamba.export.qemu import FirmwareRunError, parse_output, run_elf
+from toolchain import require_toolchain
 
 MODEL_H = """#define LUMAMBA_N_CHANNELS 1
 #define LUMAMBA_N_SAMPLES 2
@@ -32,13 +33,6 @@ def tiny_project(root, infer_body: str = "logits[0] = window[0] + window[1];", w
         f"    (void)window;\n    (void)logits;\n    {infer_body}\n    return LUMAMBA_OK;\n}}\n")
     write_test_vectors(root, np.array([[1.5, 2.0]], np.float32) if windows is None else windows)
     return root
-
-
-def require_toolchain(board: str, need_emulator: bool = True) -> None:
-    try:
-        check_toolchain(board, need_emulator=need_emulator)
-    except ToolchainError as exc:
-        pytest.skip(str(exc))
 
 
 def test_required_boards_exist_and_load():

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from lumamba.export.boards import BOARDS, load_board
-from lumamba.export.build import ToolchainError, build_project, check_toolchain, write_test_vectors
+from lumamba.export.build import build_project, write_test_vectors
 from lumamba.export.qemu import run_elf
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
+from toolchain import require_toolchain
 
 EMULATED = [b for b in BOARDS if load_board(b).emulator is not None]
 N_CHANNELS, N_SAMPLES, N_CLASSES = 3, 16, 5
@@ -110,13 +111,6 @@ def reference_logits(weight: np.ndarray, bias: np.ndarray, window: np.ndarray) -
         acc = acc + weight[:, k] * window[k]
     assert acc.dtype == np.float32
     return acc
-
-
-def require_toolchain(board: str) -> None:
-    try:
-        check_toolchain(board)
-    except ToolchainError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

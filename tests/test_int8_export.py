@@ -21,25 +21,18 @@ import pytest
 from test_quant_golden import eeg_like
 
 from lumamba.export import cli
-from lumamba.export.build import ToolchainError, check_toolchain
 from lumamba.export.int8_data import Int8DataError, load_int8_windows
 from lumamba.export.int8_project import FMATH_UNIT, INT8_DIR
 from lumamba.export.verify import VerificationError, compare_bit_exact, verify_int8_on_board
 from lumamba.montages import MONTAGES
 from lumamba.train.data import save_npz_windows
+from toolchain import require_toolchain
 
 N_SAMPLES = 640
 CHANNELS = list(MONTAGES["tcp22"])
 MICRO_ARGS = ["--config", "micro", "--montage", "tcp22", "--n-samples", str(N_SAMPLES)]
 N_CALIB = 4
 N_NPZ = 14
-
-
-def require_toolchain(board: str) -> None:
-    try:
-        check_toolchain(board)
-    except ToolchainError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
