@@ -44,16 +44,31 @@ def compile_relax_to_c(mod: tvm.IRModule, name: str, input_names: Sequence[str],
     return _emit(name, plan, lower_kernels(name, plan, planned), 0)
 
 
-def _integer_te(op: str, attrs: Mapping, xq, params: Mapping):
+def _integer_te(op: str, attrs: Mapping, xq, params: Mapping, folded: bool):
     """The TE computation of one integer node on te tensors (`params` are te tensors too)."""
+    zx, zy = int(attrs["x_zero_point"]), int(attrs["y_zero_point"])
     if op == "qlinear":
-        return int8_te.qlinear(xq, params["weight"], params["bias"], params["multiplier"],
-                               params["shift"], int(attrs["x_zero_point"]), int(attrs["y_zero_point"]))
+        return int8_te.qlinear(xq, params["weight"], params["bias"], params["multiplier"], params["shift"],
+                               zx, zy, folded=folded)
     if op == "qconv":
-        return int8_te.qconv(xq, params["weight"], params["bias"], params["multiplier"],
-                             params["shift"], int(attrs["x_zero_point"]), int(attrs["y_zero_point"]),
-                             attrs["pads"], attrs["strides"])
+        return int8_te.qconv(xq, params["weight"], params["bias"], params["multiplier"], params["shift"],
+                             zx, zy, attrs["pads"], attrs["strides"], folded=folded)
     raise NotImplementedError(f"no TE definition for integer op {op!r}")
+
+
+def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Mapping[str, np.ndarray]):
+    """emit_te of one qlinear/qconv node, its parameters as constants; the bias folded with the
+    input zero point (int8_te.fold_bias) wherever that stays inside int32."""
+    bias = int8_te.fold_bias(params["weight"], params["bias"], int(attrs["x_zero_point"]))
+    folded = bias is not None
+    values = dict(params, bias=bias) if folded else params
+    consts = [relax.const(np.ascontiguousarray(values[role])) for role in INTEGER_ROLES]
+
+    def compute(xq, weight, bias, multiplier, shift):
+        tensors = dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift)
+        return _integer_te(op, attrs, xq, tensors, folded)
+
+    return bb.emit_te(compute, x, *consts, primfunc_name_hint=op)
 
 
 INTEGER_ROLES = ("weight", "bias", "multiplier", "shift")
@@ -85,14 +100,7 @@ def compile_qnode(op: str, attrs: Mapping, params: Mapping[str, np.ndarray],
     x = relax.Var("x", relax.TensorType([int(d) for d in input_shape], "int8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            consts = {role: relax.const(np.ascontiguousarray(params[role])) for role in INTEGER_ROLES}
-
-            def compute(xq, weight, bias, multiplier, shift):
-                tensors = dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift)
-                return _integer_te(op, attrs, xq, tensors)
-
-            y = bb.emit_te(compute, x, *(consts[r] for r in INTEGER_ROLES), primfunc_name_hint=op)
-            out = bb.emit_output(y)
+            out = bb.emit_output(_emit_integer(bb, op, attrs, x, params))
         bb.emit_func_output(out)
     return compile_relax_to_c(bb.get(), name, ["x"], ["y"])
 
@@ -167,12 +175,7 @@ def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, folded: dict) ->
     if op in ("qlinear", "qconv"):
         params = {role: graph.constants[key] for role, key in node.params.items()}
         check_integer_params(node.name, params)
-        tensors = [relax.const(np.ascontiguousarray(params[r])) for r in INTEGER_ROLES]
-
-        def compute(xq, weight, bias, multiplier, shift):
-            return _integer_te(op, a, xq, dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift))
-
-        return [bb.emit_te(compute, args[0], *tensors, primfunc_name_hint=op)]
+        return [_emit_integer(bb, op, a, args[0], params)]
     if op in ft.BINARY:
         return [bb.emit_te(ft.BINARY[op], args[0], args[1], primfunc_name_hint=op.lower())]
     if op in ft.COMPARE:

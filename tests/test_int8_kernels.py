@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lumamba.export.int8_codegen import compile_qnode
+from lumamba.export.int8_te import fold_bias
 from lumamba.export.tvm_host import build_host_library
 from lumamba.quant.ops import run_node
 from lumamba.quant.qgraph import QNode
@@ -81,6 +82,33 @@ def test_qconv_1d_patch_and_2d_padding(tmp_path):
         ref = _golden("qconv", attrs, x, params)
         assert y.shape == ref.shape
         np.testing.assert_array_equal(y, ref)
+
+
+def test_zero_point_folding_and_its_int32_fallback(tmp_path):
+    """The kernels fold the input zero point into the bias (one subtraction less per MAC) when
+    that form provably stays inside int32, else keep it in the inner loop; both are exact."""
+    rng = np.random.default_rng(4)
+    w = rng.integers(-127, 128, (5, 33)).astype(np.int8)
+    bias = rng.integers(-1000, 1000, 5).astype(np.int32)
+    folded = fold_bias(w, bias, -77)
+    np.testing.assert_array_equal(folded, bias + 77 * w.astype(np.int64).sum(axis=1))
+    x = rng.integers(-128, 128, (200, 33))
+    np.testing.assert_array_equal(x @ w.T.astype(np.int64) + folded, (x + 77) @ w.T.astype(np.int64) + bias)
+    # positive weights, zero point -128: the folded form's bound b + 128 S + 128 S passes int32
+    # where the unfolded b + 255 S does not, so that bias stays unfolded
+    wp = np.abs(w).astype(np.int8)
+    s_w = int(wp.astype(np.int64).sum(axis=1).max())
+    big = np.full(5, (1 << 31) - 1 - 255 * s_w - s_w // 4, np.int32)
+    assert fold_bias(wp, big, -128) is None and fold_bias(wp, bias, -128) is not None
+    attrs = {"x_zero_point": -128, "y_zero_point": 3}
+    params = dict(_random_params(rng, (5, 33), shift_range=(-31, -20)), weight=wp)
+    xq = x[:8].astype(np.int8)
+    for b in (bias, big):
+        graph = compile_qnode("qlinear", attrs, {**params, "bias": b}, xq.shape, "qk")
+        inner = "+ 128)" in graph.kernels_c           # the zero point's subtraction, in the inner loop
+        assert inner == (b is big)
+        y = build_host_library(graph, tmp_path / str(inner))(xq)[0]
+        np.testing.assert_array_equal(y, _golden("qlinear", attrs, xq, {**params, "bias": b}))
 
 
 def test_bad_parameters_rejected():
