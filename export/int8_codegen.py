@@ -44,29 +44,32 @@ def compile_relax_to_c(mod: tvm.IRModule, name: str, input_names: Sequence[str],
     return _emit(name, plan, lower_kernels(name, plan, planned), 0)
 
 
-def _integer_te(op: str, attrs: Mapping, xq, params: Mapping, folded: bool):
+def _integer_te(op: str, attrs: Mapping, xq, params: Mapping, folded: bool, left_shift: bool):
     """The TE computation of one integer node on te tensors (`params` are te tensors too)."""
     zx, zy = int(attrs["x_zero_point"]), int(attrs["y_zero_point"])
+    options = dict(folded=folded, left_shift=left_shift)
     if op == "qlinear":
         return int8_te.qlinear(xq, params["weight"], params["bias"], params["multiplier"], params["shift"],
-                               zx, zy, folded=folded)
+                               zx, zy, **options)
     if op == "qconv":
         return int8_te.qconv(xq, params["weight"], params["bias"], params["multiplier"], params["shift"],
-                             zx, zy, attrs["pads"], attrs["strides"], folded=folded)
+                             zx, zy, attrs["pads"], attrs["strides"], **options)
     raise NotImplementedError(f"no TE definition for integer op {op!r}")
 
 
 def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Mapping[str, np.ndarray]):
     """emit_te of one qlinear/qconv node, its parameters as constants; the bias folded with the
-    input zero point (int8_te.fold_bias) wherever that stays inside int32."""
+    input zero point (int8_te.fold_bias) wherever that stays inside int32, and the left shift of
+    the requantisation compiled only when some channel needs it."""
     bias = int8_te.fold_bias(params["weight"], params["bias"], int(attrs["x_zero_point"]))
     folded = bias is not None
+    left_shift = bool((params["shift"] > 0).any())
     values = dict(params, bias=bias) if folded else params
     consts = [relax.const(np.ascontiguousarray(values[role])) for role in INTEGER_ROLES]
 
     def compute(xq, weight, bias, multiplier, shift):
         tensors = dict(weight=weight, bias=bias, multiplier=multiplier, shift=shift)
-        return _integer_te(op, attrs, xq, tensors, folded)
+        return _integer_te(op, attrs, xq, tensors, folded, left_shift)
 
     return bb.emit_te(compute, x, *consts, primfunc_name_hint=op)
 

@@ -32,18 +32,23 @@ def _i32(v: int):
     return tirx.const(v, "int32")
 
 
-def requantize_value(acc, multiplier, shift, y_zero_point: int):
+def requantize_value(acc, multiplier, shift, y_zero_point: int, left_shift: bool = True):
     """int32 accumulator -> int8 output value (a TIR expression; see the module docstring).
 
     Written as one expression: TIR `Let`s trip TVM's bound analysis, so shared subexpressions
     repeat in the C text and the C compiler's CSE merges them. The saturating case of
     SaturatingRoundingDoublingHighMul (x == multiplier == INT32_MIN) is rejected when compiling
-    (`check_multipliers`): quantised multipliers lie in [2^30, 2^31) or are 0.
+    (`check_multipliers`): quantised multipliers lie in [2^30, 2^31) or are 0. `left_shift=False`
+    when no channel's shift is positive (the quantiser's usual case): then left = 0, `acc << 0`
+    is acc and its int32 saturation a no-op, so both are left out of the C.
     """
-    left = tirx.max(shift, _i32(0))
     right = tirx.max(-shift, _i32(0))
-    scaled = acc.astype("int64") * tirx.shift_left(_i64(1), left.astype("int64"))
-    x = tirx.min(tirx.max(scaled, _i64(INT32_MIN)), _i64(INT32_MAX))
+    if left_shift:
+        left = tirx.max(shift, _i32(0))
+        scaled = acc.astype("int64") * tirx.shift_left(_i64(1), left.astype("int64"))
+        x = tirx.min(tirx.max(scaled, _i64(INT32_MIN)), _i64(INT32_MAX))
+    else:
+        x = acc.astype("int64")
     ab = x * multiplier.astype("int64")
     nudge = tirx.Select(ab >= _i64(0), _i64(1 << 30), _i64(1 - (1 << 30)))
     h = tirx.truncdiv(ab + nudge, _i64(1 << 31)).astype("int32")
@@ -85,9 +90,11 @@ def _centred(x, x_zero_point: int, folded: bool):
 
 
 def qlinear(xq: te.Tensor, weight: te.Tensor, bias: te.Tensor, multiplier: te.Tensor,
-            shift: te.Tensor, x_zero_point: int, y_zero_point: int, folded: bool = False) -> te.Tensor:
+            shift: te.Tensor, x_zero_point: int, y_zero_point: int, folded: bool = False,
+            left_shift: bool = True) -> te.Tensor:
     """xq (..., K) int8, weight (N, K) int8, bias/multiplier/shift (N,) int32 -> (..., N) int8.
-    `folded`: `bias` is `fold_bias(weight, bias, x_zero_point)`."""
+    `folded`: `bias` is `fold_bias(weight, bias, x_zero_point)`; `left_shift=False`: no shift
+    is positive (requantize_value)."""
     *lead, k_dim = (int(d) for d in xq.shape)
     n_dim = int(weight.shape[0])
     k = te.reduce_axis((0, k_dim), name="k")
@@ -100,13 +107,13 @@ def qlinear(xq: te.Tensor, weight: te.Tensor, bias: te.Tensor, multiplier: te.Te
     dot = te.compute((*lead, n_dim), acc, name="qlinear_acc")
     return te.compute((*lead, n_dim),
                       lambda *idx: requantize_value(dot[idx] + bias[idx[-1]], multiplier[idx[-1]],
-                                                    shift[idx[-1]], y_zero_point),
+                                                    shift[idx[-1]], y_zero_point, left_shift),
                       name="qlinear_out")
 
 
 def qconv(xq: te.Tensor, weight: te.Tensor, bias: te.Tensor, multiplier: te.Tensor,
           shift: te.Tensor, x_zero_point: int, y_zero_point: int, pads: Sequence[int],
-          strides: Sequence[int], folded: bool = False) -> te.Tensor:
+          strides: Sequence[int], folded: bool = False, left_shift: bool = True) -> te.Tensor:
     """xq (1, Cin, H, W) int8, weight (Cout, Cin, kh, kw), group 1, pads (top, left, bottom,
     right) -> (1, Cout, Ho, Wo) int8; taps in the padding contribute 0. `folded`: as qlinear
     (padding holds the zero point, so the folded bias cancels it there too)."""
@@ -133,8 +140,8 @@ def qconv(xq: te.Tensor, weight: te.Tensor, bias: te.Tensor, multiplier: te.Tens
                                    * weight[co, rc, ri, rj].astype("int32"), axis=[rc, ri, rj]),
         name="qconv_acc")
     return te.compute((n, c_out, ho, wo),
-                      lambda b, co, i, j: requantize_value(dot[b, co, i, j] + bias[co],
-                                                           multiplier[co], shift[co], y_zero_point),
+                      lambda b, co, i, j: requantize_value(dot[b, co, i, j] + bias[co], multiplier[co],
+                                                           shift[co], y_zero_point, left_shift),
                       name="qconv_out")
 
 
