@@ -7,9 +7,12 @@ exports each with torch's dynamo exporter (opset 18), optimises it with onnxscri
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import logging
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,13 +197,29 @@ def _export_graphs(graphs: list[_Graph], out_dir: Path) -> tuple[GraphSpec, ...]
 
 def _trace(g: _Graph) -> ir.Model:
     """torch module -> optimised ONNX IR, weights named as in the module's state dict."""
-    program = torch.onnx.export(g.module.eval(), tuple(g.inputs.values()), dynamo=True, opset_version=OPSET,
-                                input_names=list(g.inputs), output_names=list(g.outputs),
-                                optimize=False, verbose=False)
+    with _quiet_exporter():
+        program = torch.onnx.export(g.module.eval(), tuple(g.inputs.values()), dynamo=True, opset_version=OPSET,
+                                    input_names=list(g.inputs), output_names=list(g.outputs),
+                                    optimize=False, verbose=False)
     model = program.model
     _optimize(model, set(g.module.state_dict()))
     model.graph.name = g.name
     return model
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the dynamo exporter's notices that say nothing about this model (torchvision ops
+    it skips registering, a pytree deprecation inside torch); errors still propagate."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _with_weights(template: ir.Model, module: torch.nn.Module) -> ir.Model | None:

@@ -1,16 +1,25 @@
-"""Benchmark the float32 export: instructions per window on the emulated boards, flash and RAM,
-and host latency of PyTorch, onnxruntime and the generated C.
+"""Benchmark the float32 and int8 exports: instructions per window on the emulated boards, flash
+and RAM, and host latency.
 
     .venv/bin/python tools/bench_export.py [--configs micro,small] [--tiny] [--boards ...]
                                            [--montage tcp22] [--n-samples 1280] [--out DIR]
+                                           [--int8 [--compare] [--calib-data SRC] [--calib-windows 8]]
 
-Per config (seeded random weights; the cost does not depend on the values) the model is exported
-once, compiled once, then built, run and measured per board. Printed as markdown tables.
+Per config the model is exported once to ONNX, compiled once per precision, then built, run and
+measured per board. Configs are `micro`, `small`, `tiny` (seeded random weights, as
+`lumamba-export --config`; the cost does not depend on the values) or `demo` (the bundled demo
+model). Printed as markdown tables.
 
+- float32 (default): the logits are compared with onnxruntime (max abs error).
+- --int8: calibration windows (--calib-data, else the default synthetic corpus, loaded once for
+  all configs) -> lumamba.quant.calibrate/quantize -> integer C (int8_project), the same steps
+  as `lumamba-export --int8`; every board run must give logits bit-identical to the int8 golden
+  model (verify_int8_on_board), also natively on the host. --compare measures float32 too and
+  adds a side-by-side table.
 - instructions: QEMU's exact count of lumamba_infer() per window (mean over the fixed windows);
   QEMU has no timing model, so these are instructions, not cycles.
 - MACs: lumamba.profile.macs without the position embedding, which the export folds into a
-  constant for the montage (it does not run per window).
+  constant for the montage (it does not run per window). The same count for both precisions.
 - flash: the deployable image (test windows excluded); RAM: static data plus the stack bound;
   "fits" is against the board's representative real chip (memory_report).
 - host ms/window: median of --repeats single-window calls, one thread everywhere.
@@ -20,26 +29,48 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lumamba import CONFIGS, LuMamba
-from lumamba.export.build import BuildError, build_project
+from lumamba.export.build import BuildError, build_project, elf_path
+from lumamba.export.cli import demo_model_path, load_model
 from lumamba.export.firmware_project import ONNX_DIR, compile_model, write_project
 from lumamba.export.host_c_runner import load_host_c
+from lumamba.export.int8_project import INT8_DIR, compile_int8_model, write_int8_project
+from lumamba.export.manifest import Manifest
 from lumamba.export.memory_report import memory_report
 from lumamba.export.onnx_export import export_onnx
 from lumamba.export.ort_runner import load
-from lumamba.export.qemu import run_elf
-from lumamba.export.verify import fixed_windows
+from lumamba.export.qemu import FirmwareRunError, run_elf
+from lumamba.export.verify import VerificationError, fixed_windows, verify_int8_on_board
 from lumamba.montages import load_montage
 from lumamba.profile import macs
+from lumamba.quant import calibrate, load_golden, quantize
 
 DEFAULT_BOARDS = ("cortex-m4f", "cortex-m55", "riscv32")
-N_CLASSES = 2
+DEMO = "demo"                 # config name of the bundled demo model
+FLOAT, INT8 = "float32", "int8"
+DEFAULT_CALIB_WINDOWS = 8
+
+
+@dataclass
+class Export:
+    """One config's model and its ONNX export, shared by both precisions."""
+
+    name: str
+    model: torch.nn.Module
+    channels: list[str]
+    root: Path               # working directory of this config
+    onnx_dir: Path
+    manifest: Manifest
+    windows: np.ndarray      # the fixed test windows every board runs
+    macs: int
 
 
 def per_window_ms(fn, windows: np.ndarray, repeats: int) -> float:
@@ -53,66 +84,191 @@ def per_window_ms(fn, windows: np.ndarray, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def device_macs(config, n_channels: int, n_samples: int) -> int:
-    parts = macs(config, n_channels, n_samples, N_CLASSES)
+def device_macs(config, n_channels: int, n_samples: int, n_classes: int) -> int:
+    parts = macs(config, n_channels, n_samples, n_classes)
     return parts["total"] - parts["position_embed"]
 
 
-def bench_config(name: str, args, log) -> tuple[list[dict], dict]:
-    config = CONFIGS[name]
-    channels = load_montage(args.montage)
-    torch.manual_seed(0)
-    model = LuMamba(config, n_classes=N_CLASSES).eval()
-    root = Path(args.out) / name
-    log(f"{name}: export + compile")
-    manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR)
-    compiled = compile_model(manifest, root / ONNX_DIR)
-    windows = fixed_windows(len(channels), args.n_samples)
-    project = write_project(compiled, root, windows)
-    reference = load(root / ONNX_DIR)(windows)
-    n_macs = device_macs(config, len(channels), args.n_samples)
+def load_bench_model(name: str) -> torch.nn.Module:
+    """The bundled demo model for `demo`, else a seeded random model of config `name` (as
+    lumamba-export loads them)."""
+    if name == DEMO:
+        return load_model(str(demo_model_path()), None)[0]
+    return load_model(None, name)[0]
 
+
+def export_config(name: str, args, log) -> Export:
+    model = load_bench_model(name)
+    channels = load_montage(args.montage)
+    root = Path(args.out) / name
+    log(f"{name}: ONNX export")
+    manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR)
+    return Export(name, model, channels, root, root / ONNX_DIR, manifest,
+                  fixed_windows(manifest.n_channels, manifest.n_samples),
+                  device_macs(model.config, len(channels), args.n_samples, model.n_classes))
+
+
+def link_failure(e: BuildError) -> str:
+    """The linker's 'region overflowed' line of a failed build, shortened for a table cell."""
+    overflow = [line for line in str(e).splitlines() if "overflowed" in line]
+    return "does not link: " + (overflow[0].split(": ", 1)[-1] if overflow else "build failed")
+
+
+def measure_boards(ex: Export, precision: str, project: Path, boards: list[str],
+                   run: Callable[[str], dict], log) -> list[dict]:
+    """Per board: `run(board)` builds and runs the project (returning insns, qemu_s and its
+    check), then the memory report of the ELF. A build that does not link, or a run that fails,
+    becomes a row with a note."""
     rows = []
-    for board in args.boards:
-        log(f"{name}: {board}")
-        row = {"config": name, "board": board, "macs": n_macs}
+    for board in boards:
+        log(f"{ex.name} {precision}: {board}")
+        row = {"config": ex.name, "precision": precision, "board": board, "macs": ex.macs}
         try:
-            elf = build_project(project, board)
+            row.update(run(board))
         except BuildError as e:
-            overflow = [line for line in str(e).splitlines() if "overflowed" in line]
-            row["note"] = "does not link: " + (overflow[0].split(": ", 1)[-1] if overflow else "build failed")
+            row["note"] = link_failure(e)
             rows.append(row)
             continue
+        except FirmwareRunError as e:   # built, but the run crashed or timed out: memory is still known
+            row["note"] = f"run failed: {str(e).splitlines()[0]}"
+        report = memory_report(elf_path(project, board), board, project)
+        row.update(flash=report["flash"]["deployable"], ram=report["ram"]["total"],
+                   fits=report["flash"]["fits"] and report["ram"]["fits"])   # None: no real chip (host)
+        rows.append(row)
+    return rows
+
+
+def bench_float(ex: Export, args, log) -> tuple[list[dict], dict]:
+    """float32: compile, then per board build, run and compare with onnxruntime; host timings."""
+    log(f"{ex.name} float32: compile")
+    project = ex.root / FLOAT
+    compiled = compile_model(ex.manifest, ex.onnx_dir)
+    write_project(compiled, project, ex.windows)
+    ort_runner = load(ex.onnx_dir)
+    reference = ort_runner(ex.windows)
+
+    def run(board: str) -> dict:
+        elf = build_project(project, board)
         start = time.perf_counter()
         result = run_elf(elf, board, timeout_s=args.timeout)
-        row["qemu_s"] = (time.perf_counter() - start) / len(windows)
-        report = memory_report(elf, board, project)
-        row.update(insns=float(np.mean(result.insns)), flash=report["flash"]["deployable"],
-                   ram=report["ram"]["total"], fits=report["flash"]["fits"] and report["ram"]["fits"],
-                   err=float(np.abs(result.logits - reference).max()))
-        rows.append(row)
+        return {"insns": float(np.mean(result.insns)) if len(result.insns) else None,   # none natively
+                "qemu_s": (time.perf_counter() - start) / len(ex.windows),
+                "err": float(np.abs(result.logits - reference).max())}
 
-    log(f"{name}: host timings")
-    torch.set_num_threads(1)
-    names = list(channels)
-    ort_runner = load(root / ONNX_DIR)
+    rows = measure_boards(ex, FLOAT, project, args.boards, run, log)
+    log(f"{ex.name} float32: host timings")
+    names = list(ex.channels)
     host_c = load_host_c(project)
 
     def pytorch(x):
         with torch.no_grad():
-            return model(torch.from_numpy(x), names)
+            return ex.model(torch.from_numpy(x), names)
 
-    host = {"config": name,
-            "pytorch": per_window_ms(pytorch, windows, args.repeats),
-            "ort": per_window_ms(ort_runner, windows, args.repeats),
-            "host_c": per_window_ms(host_c, windows, args.repeats),
-            "err": float(np.abs(host_c(windows) - reference).max())}
+    host = {"config": ex.name,
+            "pytorch": per_window_ms(pytorch, ex.windows, args.repeats),
+            "ort": per_window_ms(ort_runner, ex.windows, args.repeats),
+            "host_c": per_window_ms(host_c, ex.windows, args.repeats),
+            "err": float(np.abs(host_c(ex.windows) - reference).max())}
     return rows, host
+
+
+def bench_int8(ex: Export, calibration: np.ndarray, args, log) -> tuple[list[dict], dict]:
+    """int8: calibrate, quantise and compile as lumamba-export --int8 does, then per board build,
+    run and require bit-identical logits to the golden model; host timings and host parity."""
+    project = ex.root / INT8
+    quant_dir = ex.root / "quant"
+    log(f"{ex.name} int8: calibrate ({len(calibration)} windows) + quantise")
+    q = quantize(ex.onnx_dir, calibrate(ex.onnx_dir, calibration, progress=False), out_dir=quant_dir)
+    log(f"{ex.name} int8: {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} B of int8 "
+        f"weights; compile")
+    compiled = compile_int8_model(quant_dir, ex.onnx_dir)
+    write_int8_project(compiled, quant_dir, project, ex.windows)
+
+    def run(board: str) -> dict:
+        try:
+            v = verify_int8_on_board(project, board, timeout_s=args.timeout)
+        except VerificationError as e:   # not bit-exact (or a failed inference): say so, keep measuring
+            return {"bit_exact": False, "note": str(e).splitlines()[0]}
+        return {"insns": float(np.mean(v.insns)) if v.insns else None,
+                "qemu_s": v.seconds / len(v.logits), "bit_exact": True}
+
+    rows = measure_boards(ex, INT8, project, args.boards, run, log)
+    log(f"{ex.name} int8: host parity and timings")
+    host_parity = run("host")
+    golden = load_golden(project / INT8_DIR)
+    host_c = load_host_c(project)
+    host = {"config": ex.name, "bit_exact": host_parity["bit_exact"], "note": host_parity.get("note", ""),
+            "golden": per_window_ms(golden, ex.windows, args.repeats),
+            "host_c": per_window_ms(host_c, ex.windows, args.repeats)}
+    return rows, host
+
+
+def _kib(n: float | None) -> str:
+    return "" if n is None else f"{n / 1024:,.0f} KiB"
+
+
+def _minsn(n: float | None) -> str:
+    return "" if n is None else f"{n / 1e6:,.1f} M"
+
+
+def _per_mac(r: dict) -> str:
+    return f"{r['insns'] / r['macs']:.2f}" if r.get("insns") else ""
+
+
+def _check(r: dict) -> str:
+    if r["precision"] == FLOAT:
+        return f"{r['err']:.1e}" if "err" in r else ""
+    return {True: "yes", False: "no"}.get(r.get("bit_exact"), "")
+
+
+def print_board_table(rows: list[dict], precision: str, args) -> None:
+    check = "max abs err vs ORT" if precision == FLOAT else "bit-exact vs golden"
+    print(f"\nLuMamba {precision}, montage {args.montage}, {args.n_samples} samples per window "
+          "(QEMU instruction counts, not cycles)\n")
+    print(f"| config | board | MACs/window | instructions/window | instr/MAC | flash | RAM | fits chip | "
+          f"{check} | QEMU s/window | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---|---:|---|")
+    for r in rows:
+        fits = {True: "yes", False: "no"}.get(r.get("fits"), "")
+        qemu = f"{r['qemu_s']:.1f}" if "qemu_s" in r else ""
+        print(f"| {r['config']} | {r['board']} | {r['macs'] / 1e6:.1f} M | {_minsn(r.get('insns'))} | "
+              f"{_per_mac(r)} | {_kib(r.get('flash'))} | {_kib(r.get('ram'))} | {fits} | {_check(r)} | {qemu} | "
+              f"{r.get('note', '')} |")
+
+
+def print_comparison(rows: list[dict]) -> None:
+    """float32 vs int8 side by side, per config and board."""
+    by_key = {(r["config"], r["board"], r["precision"]): r for r in rows}
+    print("\nfloat32 vs int8 (flash deployable, RAM with stack bound, QEMU instructions)\n")
+    print("| config | board | flash f32 | flash int8 | RAM f32 | RAM int8 | instr/window f32 | instr/window int8 | "
+          "instr/MAC f32 | instr/MAC int8 | int8 bit-exact vs golden | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for (config, board, precision), i8 in by_key.items():
+        if precision != INT8:
+            continue
+        f = by_key.get((config, board, FLOAT), {})
+        notes = "; ".join(f"{p}: {r['note']}" for p, r in ((FLOAT, f), (INT8, i8)) if r.get("note"))
+        print(f"| {config} | {board} | {_kib(f.get('flash'))} | {_kib(i8.get('flash'))} | {_kib(f.get('ram'))} | "
+              f"{_kib(i8.get('ram'))} | {_minsn(f.get('insns'))} | {_minsn(i8.get('insns'))} | "
+              f"{_per_mac(f) if f else ''} | {_per_mac(i8)} | {_check(i8)} | {notes} |")
+
+
+def load_calibration(args, log) -> np.ndarray:
+    """The calibration windows of --calib-data (default: the synthetic corpus), once for all configs."""
+    from lumamba.export.int8_data import load_int8_windows
+
+    log(f"int8: {args.calib_windows} calibration windows from {args.calib_data or 'the default synthetic corpus'}")
+    scratch = Path(args.out) / "calib"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        return load_int8_windows(args.calib_data, load_montage(args.montage), args.n_samples, args.calib_windows,
+                                 Path(tmp), warn=log).calibration
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default="micro,small", help="comma-separated configs (default micro,small)")
+    p.add_argument("--configs", default="micro,small",
+                   help=f"comma-separated configs, or {DEMO} for the bundled demo model (default micro,small)")
     p.add_argument("--tiny", action="store_true", help="add tiny (slow: minutes per board)")
     p.add_argument("--boards", default=",".join(DEFAULT_BOARDS))
     p.add_argument("--montage", default="tcp22")
@@ -120,36 +276,51 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="host timing repeats per backend")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per QEMU run")
     p.add_argument("--out", default="out/bench_export", help="working directory for the projects")
+    p.add_argument("--int8", action="store_true", help="benchmark the int8 export instead of float32")
+    p.add_argument("--compare", action="store_true", help="with --int8: float32 too, and a side-by-side table")
+    p.add_argument("--calib-data", help="with --int8: calibration source as lumamba-export --calib-data "
+                                        "(default: the default synthetic corpus)")
+    p.add_argument("--calib-windows", type=int, default=DEFAULT_CALIB_WINDOWS,
+                   help=f"with --int8: calibration windows (default {DEFAULT_CALIB_WINDOWS})")
     args = p.parse_args(argv)
+    if args.compare and not args.int8:
+        p.error("--compare: only with --int8")
     args.boards = [b for b in args.boards.split(",") if b]
     configs = [c for c in args.configs.split(",") if c] + (["tiny"] if args.tiny else [])
+    precisions = ([FLOAT] if args.compare or not args.int8 else []) + ([INT8] if args.int8 else [])
 
     def log(message: str) -> None:
         print(f"[bench_export] {message}", file=sys.stderr, flush=True)
 
-    rows, hosts = [], []
+    torch.set_num_threads(1)
+    calibration = load_calibration(args, log) if args.int8 else None
+    rows, hosts = [], {FLOAT: [], INT8: []}
     for name in configs:
-        r, h = bench_config(name, args, log)
-        rows += r
-        hosts.append(h)
+        ex = export_config(name, args, log)
+        for precision in precisions:
+            start = time.perf_counter()
+            r, h = bench_float(ex, args, log) if precision == FLOAT else bench_int8(ex, calibration, args, log)
+            log(f"{name} {precision}: {time.perf_counter() - start:.0f} s")
+            rows += r
+            hosts[precision].append(h)
 
-    print(f"\nLuMamba float32, montage {args.montage}, {args.n_samples} samples per window "
-          "(QEMU instruction counts, not cycles)\n")
-    print("| config | board | MACs/window | instructions/window | instr/MAC | flash | RAM | fits chip | "
-          "max abs err vs ORT | QEMU s/window |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
-    for r in rows:
-        if "note" in r:
-            print(f"| {r['config']} | {r['board']} | {r['macs'] / 1e6:.1f} M | {r['note']} | | | | | | |")
-            continue
-        print(f"| {r['config']} | {r['board']} | {r['macs'] / 1e6:.1f} M | {r['insns'] / 1e6:.1f} M | "
-              f"{r['insns'] / r['macs']:.2f} | {r['flash'] / 1024:,.0f} KiB | {r['ram'] / 1024:,.0f} KiB | "
-              f"{'yes' if r['fits'] else 'no'} | {r['err']:.1e} | {r['qemu_s']:.1f} |")
-    print("\nHost (x86-64, one thread), ms per window\n")
-    print("| config | PyTorch | onnxruntime | host C | host C max abs err vs ORT |")
-    print("|---|---:|---:|---:|---:|")
-    for h in hosts:
-        print(f"| {h['config']} | {h['pytorch']:.1f} | {h['ort']:.1f} | {h['host_c']:.1f} | {h['err']:.1e} |")
+    for precision in precisions:
+        print_board_table([r for r in rows if r["precision"] == precision], precision, args)
+    if FLOAT in precisions:
+        print("\nHost float32 (x86-64, one thread), ms per window\n")
+        print("| config | PyTorch | onnxruntime | host C | host C max abs err vs ORT |")
+        print("|---|---:|---:|---:|---:|")
+        for h in hosts[FLOAT]:
+            print(f"| {h['config']} | {h['pytorch']:.1f} | {h['ort']:.1f} | {h['host_c']:.1f} | {h['err']:.1e} |")
+    if INT8 in precisions:
+        print("\nHost int8 (x86-64, one thread), ms per window\n")
+        print("| config | golden model (NumPy) | host C | host C bit-exact vs golden |")
+        print("|---|---:|---:|---|")
+        for h in hosts[INT8]:
+            exact = "yes" if h["bit_exact"] else f"no: {h['note']}"
+            print(f"| {h['config']} | {h['golden']:.1f} | {h['host_c']:.1f} | {exact} |")
+    if len(precisions) == 2:
+        print_comparison(rows)
     return 0
 
 
