@@ -183,12 +183,13 @@ def check_fit(report: dict, no_fit_check: bool = False) -> None:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> None:
-    """The steps after the model is loaded, writing into `work`."""
+def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> dict[str, str]:
+    """The steps after the model is loaded, writing into `work`; returns the report's lines
+    (parity, memory, drift) for a firmware target, {} for --target onnx."""
     from lumamba.export.firmware_project import ONNX_DIR, compile_model, write_project
     from lumamba.export.memory_report import format_report, memory_report
     from lumamba.export.onnx_export import export_onnx
-    from lumamba.export.verify import fixed_windows, verify_on_board, verify_onnx
+    from lumamba.export.verify import fixed_windows, verify_onnx
 
     board_name = TARGETS[args.target]
     board = board_with_limits(board_name, args.board_profile) if board_name else None
@@ -229,24 +230,28 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> Non
     (work / "memory.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_report(report))
     check_fit(report, args.no_fit_check)
-    summary = {"memory": memory_line(report)}
-    if args.verify:
-        if args.int8:
-            from lumamba.export.verify import verify_int8_on_board
-            steps(f"verifying on {board.name} bit for bit against the int8 golden model (fixed windows)")
-            result = verify_int8_on_board(work, board, timeout_s=args.timeout)
-        else:
-            steps(f"verifying on {board.name} against onnxruntime (fixed windows)")
-            result = verify_on_board(work, board, timeout_s=args.timeout)
-        print("      " + result.summary())
-        print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
-        summary["parity"] = result.summary()
-    else:
-        summary["parity"] = "not checked (--no-verify)"
+    summary = {"memory": memory_line(report),
+               "parity": _verify(args, board, work, steps) if args.verify else "not checked (--no-verify)"}
     if args.int8:
         steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
     return summary
+
+
+def _verify(args, board, work: Path, steps: _Steps) -> str:
+    """Run the fixed windows on the board: bit-exact against the golden model (int8) or within
+    the tolerance of onnxruntime (float32). Returns the report line; VerificationError otherwise."""
+    from lumamba.export.verify import verify_int8_on_board, verify_on_board
+
+    if args.int8:
+        steps(f"verifying on {board.name} bit for bit against the int8 golden model (fixed windows)")
+        result = verify_int8_on_board(work, board, timeout_s=args.timeout)
+    else:
+        steps(f"verifying on {board.name} against onnxruntime (fixed windows)")
+        result = verify_on_board(work, board, timeout_s=args.timeout)
+    print("      " + result.summary())
+    print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
+    return result.summary()
 
 
 def memory_line(report: dict) -> str:
