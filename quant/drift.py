@@ -116,7 +116,7 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
     calibration = calibrate(out_dir / "onnx", x_cal, method=method, percentile=percentile, progress=progress)
     quantized = quantize(out_dir / "onnx", calibration, config, out_dir / "int8")
 
-    report = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "n_windows": int(len(x)),
+    report = {"checkpoint": str(checkpoint), "data": str(data), "split": split,
               "calibration": {"split": calib_split, "n_windows": int(len(x_cal)), "method": method,
                               "percentile": percentile if method == "percentile" else None}}
     report.update(compare_float_int8(model, names, out_dir / "onnx", quantized.out_dir, x, labels,
