@@ -412,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lumamba-export",
         description="Export LuMamba to recurrent-mode ONNX and to C firmware for a microcontroller, "
-                    "built and (with --verify) checked against onnxruntime.")
+                    "built and checked on the board (QEMU) against onnxruntime, or with --int8 bit for bit "
+                    "against the int8 golden model.")
     p.add_argument("--target", required=True, choices=list(TARGETS),
                    help="onnx: graphs + manifest only; host: native build; cortex-m: Cortex-M4F; "
                         "cortex-m55: Cortex-M55; riscv: RV32IMFC")
