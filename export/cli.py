@@ -13,7 +13,7 @@ onnxruntime (--no-verify skips it). `--target onnx` stops after the graphs (--ve
 compares onnxruntime with PyTorch).
 
 With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
-synthetic corpus; int8_data) set the activation ranges, the graphs are quantised (lumamba.quant)
+synthetic corpus; lumamba.quant.calibration_data) set the activation ranges, the graphs are quantised (lumamba.quant)
 and their integer descriptions compiled to C (int8_project); verification then requires logits
 bit-identical to the int8 golden model, not within a tolerance of onnxruntime, and a last step
 scores the float model and the golden model on the source's test windows (the AUROC drift,
@@ -140,7 +140,7 @@ def load_channels(montage: str) -> list[str]:
 def board_with_limits(board_name: str, profile: str | None):
     """The board, with the real-chip limits of `profile` (a board name, a chip name or a JSON
     file) if given."""
-    from lumamba.export.boards import BOARDS, CHIPS, Target, load_board, load_chip
+    from lumamba.export.project.boards import BOARDS, CHIPS, Target, load_board, load_chip
 
     board = load_board(board_name)
     if profile is None:
@@ -170,7 +170,7 @@ def board_with_limits(board_name: str, profile: str | None):
 def check_fit(report: dict, no_fit_check: bool = False) -> None:
     """ExportError saying by how many bytes the build exceeds the chip; only a warning with
     `no_fit_check`."""
-    from lumamba.export.memory_report import MemoryFitError, check_fits
+    from lumamba.export.project.memory_report import MemoryFitError, check_fits
     try:
         check_fits(report)
     except MemoryFitError as e:
@@ -186,15 +186,16 @@ def check_fit(report: dict, no_fit_check: bool = False) -> None:
 def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> dict[str, str]:
     """The steps after the model is loaded, writing into `work`; returns the report's lines
     (parity, memory, drift) for a firmware target, {} for --target onnx."""
-    from lumamba.export.firmware_project import ONNX_DIR, compile_model, write_project
-    from lumamba.export.memory_report import format_report, memory_report
-    from lumamba.export.onnx_export import export_onnx
-    from lumamba.export.verify import fixed_windows, verify_onnx
+    from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, write_project
+    from lumamba.export.project.memory_report import format_report, memory_report
+    from lumamba.export.onnx.exporter import export_onnx
+    from lumamba.export.project.test_vectors import fixed_windows
+    from lumamba.export.verify import verify_onnx
 
     board_name = TARGETS[args.target]
     board = board_with_limits(board_name, args.board_profile) if board_name else None
     if board is not None:
-        from lumamba.export.build import check_toolchain
+        from lumamba.export.project.build import check_toolchain
         check_toolchain(board, need_emulator=args.verify)
 
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
@@ -211,7 +212,7 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> dic
     progress = lambda m: print("    " + m, flush=True)   # noqa: E731
     windows = fixed_windows(manifest.n_channels, manifest.n_samples)
     if args.int8:
-        from lumamba.export.int8_project import INT8_DIR, compile_int8_model, write_int8_project
+        from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
         quant_dir = work / INT8_DIR
         int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps)
         steps("compiling the integer graphs to C with TVM")
@@ -282,7 +283,7 @@ def print_summary(summary: dict, title: str) -> None:
 def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps):
     """Calibration windows -> activation ranges -> integer graphs in `quant_dir`; returns the
     windows (Int8Windows), whose evaluation part the drift step scores."""
-    from lumamba.export.int8_data import Int8DataError, load_int8_windows
+    from lumamba.quant.calibration_data import Int8DataError, load_int8_windows
     from lumamba.quant import calibrate, quantize
 
     steps("calibration windows")
@@ -308,7 +309,7 @@ def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps:
 def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, windows, work: Path) -> str:
     """Float (PyTorch) vs int8 (golden model) AUROC on the evaluation windows; writes drift.json
     and drift.png into the project. Returns the report line; ExportError beyond --max-drift."""
-    from lumamba.evaluate.metrics import write_json
+    from lumamba.metrics import write_json
     from lumamba.quant.drift import DRIFT_JSON, compare_float_int8
 
     if windows.eval_x is None:
@@ -332,7 +333,7 @@ def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, wi
 
 def _build(project: Path, board) -> Path:
     """build_project, with make's output cut to what explains a failure."""
-    from lumamba.export.build import BuildError, build_project
+    from lumamba.export.project.build import BuildError, build_project
     try:
         return build_project(project, board)
     except BuildError as e:
@@ -385,7 +386,7 @@ def run(args: argparse.Namespace) -> Path:
         summary = _export(args, model, channels, checkpoint, work, steps)
         steps.finish()
     except BaseException as e:
-        from lumamba.export.qemu import FirmwareRunError
+        from lumamba.export.project.qemu import FirmwareRunError
         from lumamba.export.verify import VerificationError
         complete = (work / "memory.json").is_file()   # built and measured: worth keeping for a look
         if complete and isinstance(e, (ExportError, VerificationError, FirmwareRunError)):
@@ -478,8 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
         args.out = f"out/lumamba-{args.target}"
-    from lumamba.export.build import BuildError, ToolchainError
-    from lumamba.export.qemu import FirmwareRunError
+    from lumamba.export.project.build import BuildError, ToolchainError
+    from lumamba.export.project.qemu import FirmwareRunError
     from lumamba.export.verify import VerificationError
     try:
         run(args)

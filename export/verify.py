@@ -7,7 +7,7 @@ few ulp. Over the ~100 ops between window and logits, and the recurrences over S
 accumulates to about 1e-6..1e-5 on logits of magnitude ~1 (measured: see the tests); a wrong
 weight, state or loop direction moves them by 1e-2 or more.
 
-int8 projects (int8_project) are checked against the int8 golden model instead, with no
+int8 projects (project.int8_project) are checked against the int8 golden model instead, with no
 tolerance: every logit's float32 bit pattern must be equal (verify_int8_on_board).
 """
 from __future__ import annotations
@@ -18,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .boards import Board, load_board
-from .build import build_project, write_test_vectors
-from .manifest import Manifest
-from .qemu import run_elf
+from .onnx.manifest import Manifest
+from .project.boards import Board, load_board
+from .project.build import build_project
+from .project.qemu import run_elf
+from .project.test_vectors import fixed_windows, write_test_vectors
 
 TOLERANCE = 1e-4
-N_WINDOWS = 2
-SEED = 1234
-SAMPLE_RATE_HZ = 256.0  # the rate LuMamba's windows are resampled to
 
 
 class VerificationError(RuntimeError):
@@ -57,25 +55,6 @@ class Verification:
         return text
 
 
-def fixed_windows(n_channels: int, n_samples: int, n_windows: int = N_WINDOWS) -> np.ndarray:
-    """Deterministic test windows (n_windows, C, T), float32, of unit scale.
-
-    Window 0 is white Gaussian noise; the others are EEG-like: a few rhythms (delta to beta) per
-    channel with random amplitudes and phases, plus noise. Fixed by SEED, so every run, board
-    and host computes on the same bits.
-    """
-    rng = np.random.default_rng(SEED)
-    t = np.arange(n_samples) / SAMPLE_RATE_HZ
-    windows = rng.standard_normal((n_windows, n_channels, n_samples))
-    for w in range(1, n_windows):
-        freqs = rng.uniform(1.0, 30.0, size=(n_channels, 4, 1))
-        amps = rng.uniform(0.2, 1.0, size=(n_channels, 4, 1))
-        phases = rng.uniform(0.0, 2 * np.pi, size=(n_channels, 4, 1))
-        rhythms = (amps * np.sin(2 * np.pi * freqs * t + phases)).sum(axis=1)
-        windows[w] = rhythms + 0.3 * windows[w]
-    return windows.astype(np.float32)
-
-
 def compare(logits: np.ndarray, reference: np.ndarray, where: str, tolerance: float = TOLERANCE,
             names: tuple[str, str] = ("the generated C", "onnxruntime")) -> float:
     """Max abs error of `logits` vs `reference`; VerificationError naming the worst window/class.
@@ -98,7 +77,7 @@ def compare(logits: np.ndarray, reference: np.ndarray, where: str, tolerance: fl
 
 def reference_logits(onnx_dir: str | Path, windows: np.ndarray) -> np.ndarray:
     """onnxruntime's logits for `windows`, running the export's schedule."""
-    from .ort_runner import load
+    from .onnx.ort_runner import load
     return load(onnx_dir)(windows)
 
 
@@ -106,7 +85,7 @@ def verify_on_board(project_dir: str | Path, board: Board | str, windows: np.nda
                     timeout_s: float = 1800.0, jobs: int = 2) -> Verification:
     """Build the project with `windows` as its test vectors (default: fixed_windows), run it on
     `board` (QEMU, or natively for host) and compare with onnxruntime on the project's export."""
-    from .firmware_project import ONNX_DIR
+    from .project.firmware_project import ONNX_DIR
 
     project = Path(project_dir)
     onnx_dir = project / ONNX_DIR
@@ -139,8 +118,8 @@ def _run_on_board(project: Path, manifest: Manifest, board: Board | str, windows
 
 def verify_host_c(project_dir: str | Path, windows: np.ndarray | None = None) -> Verification:
     """Run the project's C as a host shared library (no emulator) and compare with onnxruntime."""
-    from .firmware_project import ONNX_DIR
-    from .host_c_runner import load_host_c
+    from .project.firmware_project import ONNX_DIR
+    from .project.host_c_runner import load_host_c
 
     project = Path(project_dir)
     manifest = Manifest.load(project / ONNX_DIR)
@@ -196,11 +175,11 @@ def compare_bit_exact(logits: np.ndarray, reference: np.ndarray, where: str) -> 
 
 def verify_int8_on_board(project_dir: str | Path, board: Board | str, windows: np.ndarray | None = None,
                          timeout_s: float = 1800.0, jobs: int = 2) -> Verification:
-    """Build an int8 project (int8_project) with `windows` (default: fixed_windows), run it on
+    """Build an int8 project (project.int8_project) with `windows` (default: fixed_windows), run it on
     `board` and require logits bit-identical to the golden model of its quantised copy."""
     from lumamba.quant import load_golden
 
-    from .int8_project import INT8_DIR
+    from .project.int8_project import INT8_DIR
 
     project = Path(project_dir)
     golden = load_golden(project / INT8_DIR)

@@ -9,7 +9,7 @@
 #   make clean
 #
 # The board files boards/$(BOARD).mk are rendered from lumamba's board profiles (JSON) by
-# lumamba.export.build; they set CC, ARCH_CFLAGS, BOARD_DEFINES, BOARD_LDFLAGS, BOARD_LDLIBS,
+# lumamba.export.project.build; they set CC, ARCH_CFLAGS, BOARD_DEFINES, BOARD_LDFLAGS, BOARD_LDLIBS,
 # BOARD_SRCS (relative to LUMAMBA_FW) and RUN_CMD (which uses $(ELF)).
 
 BOARD ?= cortex-m4f
@@ -29,7 +29,9 @@ CFLAGS := -std=c99 -Wall -Wextra -Werror -O2 -ffp-contract=off \
 LDFLAGS := $(ARCH_CFLAGS) $(BOARD_LDFLAGS) -Wl,--gc-sections -Wl,-Map=$(BUILD)/lumamba.map
 
 MODEL_SRCS := $(wildcard *.c)
-FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_counter.c app/main.c $(BOARD_SRCS)
+# lumamba_fmath.c: the bit-exact transcendentals the int8 kernels call (float images drop it
+# with --gc-sections).
+FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_counter.c app/main.c $(BOARD_SRCS)
 MODEL_OBJS := $(MODEL_SRCS:%.c=$(BUILD)/%.o)
 FW_OBJS := $(FW_SRCS:%.c=$(BUILD)/fw/%.o)
 

@@ -26,7 +26,8 @@ try:  # optional fused CUDA kernel; never needed on CPU or for export
 except (ImportError, OSError):
     selective_scan_fn = None
 
-SCANS = ("parallel", "sequential")
+# scan modes of one Mamba block (the model adds "recurrent": token by token through step())
+BLOCK_SCANS = ("parallel", "sequential")
 
 
 class MambaState(NamedTuple):
@@ -153,8 +154,8 @@ class Mamba(nn.Module):
 
     def forward(self, x: Tensor, scan: str = "parallel") -> Tensor:
         """x (B, L, d_model) -> (B, L, d_model); scan is "parallel" or "sequential"."""
-        if scan not in SCANS:
-            raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
+        if scan not in BLOCK_SCANS:
+            raise ValueError(f"scan must be one of {BLOCK_SCANS}, got {scan!r}")
         u, delta, A, B, C, z = self.scan_inputs(x)
         if scan == "parallel" and x.is_cuda and selective_scan_fn is not None:
             y = selective_scan_fn(u, delta, A.float(), B, C, self.D.float(), z=z)

@@ -20,7 +20,8 @@ from .positions import electrode_positions
 
 # One montage for the whole batch, or one per sample.
 ChannelNames = Union[Sequence[str], Sequence[Sequence[str]]]
-SCANS = ("parallel", "sequential", "recurrent")
+# scan modes of the whole model: a block scan, or "recurrent" (Mamba.step per token, as exported)
+MODEL_SCANS = ("parallel", "sequential", "recurrent")
 
 
 class LuMamba(nn.Module):
@@ -112,8 +113,8 @@ class LuMamba(nn.Module):
 
     def temporal(self, z: torch.Tensor, scan: str = "parallel") -> torch.Tensor:
         """The pre-norm bidirectional Mamba blocks: z = z + BiMamba(LN(z)), no final norm."""
-        if scan not in SCANS:
-            raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
+        if scan not in MODEL_SCANS:
+            raise ValueError(f"scan must be one of {MODEL_SCANS}, got {scan!r}")
         for block, norm in zip(self.mamba_blocks, self.norm_layers):
             h = norm(z)
             z = z + (block.forward_recurrent(h) if scan == "recurrent" else block(h, scan=scan))

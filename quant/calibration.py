@@ -21,9 +21,9 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 from tqdm.auto import tqdm
 
-from lumamba.export.manifest import Manifest
+from lumamba.export.onnx.manifest import Manifest
 
-from .schedule import check_windows, run_schedule
+from lumamba.export.onnx.schedule import check_manifest_windows, run_schedule
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
 CALIBRATED_OPS = ["Gemm", "MatMul", "Conv"]
@@ -94,7 +94,7 @@ def record_feeds(export_dir: str | os.PathLike, windows, progress: bool = True) 
     """Run the float schedule over `windows` (B, C, T); every graph's inputs, call by call."""
     export_dir = Path(export_dir)
     manifest = Manifest.load(export_dir)
-    x = check_windows(manifest, windows)
+    x = check_manifest_windows(manifest, windows, single=True)
     sessions = _float_sessions(export_dir, manifest)
     feeds: dict[str, list[dict]] = {g.name: [] for g in manifest.graphs}
 
@@ -139,7 +139,7 @@ def calibrate(export_dir: str | os.PathLike, windows, method: str = "minmax", pe
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     export_dir = Path(export_dir)
     manifest = Manifest.load(export_dir)
-    x = check_windows(manifest, windows)
+    x = check_manifest_windows(manifest, windows, single=True)
     if n_windows is not None:
         if n_windows < 1:
             raise ValueError(f"n_windows must be >= 1, got {n_windows}")

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from lumamba.export.manifest import GraphSpec
+from lumamba.export.onnx.manifest import GraphSpec
 
 from .config import Candidate
 from .fixed_point import (INT32_MAX, activation_params, inverse_scale, quantize_bias, quantize_multiplier,

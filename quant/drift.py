@@ -61,7 +61,7 @@ def _export_is_current(export_dir: Path, checkpoint, names: list[str], n_samples
     and window length, so a re-run (another threshold, config or calibration) skips the export."""
     import hashlib
 
-    from lumamba.export.manifest import Manifest
+    from lumamba.export.onnx.manifest import Manifest
 
     try:
         manifest = Manifest.load(export_dir)
@@ -97,8 +97,8 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
     `report["passed"]` is False when |AUROC_int8 - AUROC_float| > max_drift (or AUROC is undefined).
     The export and the quantised model are kept in `out_dir/onnx` and `out_dir/int8`."""
     from lumamba.checkpoint import load_pretrained
-    from lumamba.evaluate.metrics import write_json
-    from lumamba.export import export_onnx
+    from lumamba.metrics import write_json
+    from lumamba.export.onnx.exporter import export_onnx
 
     from .calibration import calibrate, load_windows
     from .quantizer import quantize
@@ -136,7 +136,7 @@ def compare_float_int8(model, names: Sequence[str], onnx_dir: str | os.PathLike,
     `out_dir/drift.png` (ROC curves, and the per-layer SQNR when computed)."""
     import torch
 
-    from lumamba.evaluate.metrics import classification_metrics
+    from lumamba.metrics import classification_metrics
 
     from .golden import float_reference, load_golden
 

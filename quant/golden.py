@@ -4,7 +4,7 @@ This module's arithmetic is the definition of LuMamba int8. Phase B's C is bit-e
 when it implements the following contract.
 
 Schedule. The manifest (`manifest.json` of the quantised directory) is run as in
-`lumamba.export.manifest`: buffers are float32, state buffers zeroed at their stage's start,
+`lumamba.export.onnx.manifest`: buffers are float32, state buffers zeroed at their stage's start,
 per-token stages loop t = 0..S-1 (forward) or S-1..0 (reverse).
 
 Integer ops (int8 tensors, int32 accumulators; `requantize` is TFLite Micro's
@@ -51,12 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lumamba.export.manifest import Manifest
+from lumamba.export.onnx.manifest import Manifest
+from lumamba.export.onnx.schedule import check_manifest_windows, run_schedule
 
 from .fixed_point import dequantize_f32
 from .ops import run_node
 from .qgraph import QGraph
-from .schedule import check_windows, run_schedule
 
 INDEX = "quant.json"
 INDEX_FORMAT = "lumamba-int8"
@@ -120,13 +120,13 @@ class GoldenRunner:
 
     def stages(self, x) -> dict[str, np.ndarray]:
         """Every schedule buffer after the run, stacked over the batch."""
-        runs = [self.run(w)[0] for w in check_windows(self.manifest, x)]
+        runs = [self.run(w)[0] for w in check_manifest_windows(self.manifest, x, single=True)]
         return {name: np.stack([r[name] for r in runs]) for name in runs[0]}
 
     def run(self, window: np.ndarray, taps: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One window (C, T): (buffers, taps). Taps map "graph/layer" to that layer's float32 output
         at every call of its graph, stacked: (n_calls, *shape)."""
-        window = check_windows(self.manifest, window)[0]
+        window = check_manifest_windows(self.manifest, window, single=True)[0]
         recorded: dict[str, list[np.ndarray]] = {}
 
         def call(name, feeds):

@@ -25,8 +25,8 @@ import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-from lumamba.export.manifest import Manifest
-from lumamba.export.onnx_export import structure_fingerprint
+from lumamba.export.onnx.manifest import Manifest
+from lumamba.export.onnx.exporter import structure_fingerprint
 
 from .calibration import METHODS
 from .qgraph import QGraph
@@ -125,10 +125,10 @@ def write_qdq_set(export_dir: Path, out_dir: Path, manifest: Manifest, qgraphs: 
 
 
 def load_qdq(quant_dir: str | os.PathLike, optimization: str = "off"):
-    """onnxruntime runner of the QDQ set (`lumamba.export.ort_runner.Runner`). "off" (default)
+    """onnxruntime runner of the QDQ set (`lumamba.export.onnx.ort_runner.Runner`). "off" (default)
     disables graph optimisations, so QDQ nodes run as written (the reference semantics); "basic" lets onnxruntime
     fuse them into its int8 kernels (faster, but its x86 kernels are not a bit-exactness reference)."""
-    from lumamba.export.ort_runner import Runner
+    from lumamba.export.onnx.ort_runner import Runner
 
     path = Path(quant_dir) / QDQ_DIR
     if not (path / "manifest.json").is_file():

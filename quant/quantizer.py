@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from lumamba.export.manifest import Manifest
+from lumamba.export.onnx.manifest import Manifest
 
 from .calibration import Calibration
 from .config import Candidate, QuantConfig, as_config

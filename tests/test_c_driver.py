@@ -1,4 +1,4 @@
-"""The model driver generator (c_driver) on small hand-made manifests, run as host C against numpy.
+"""The model driver generator (lumamba.export.project.model_driver) on small hand-made manifests, run as host C against numpy.
 
 The synthetic model has the shape of LuMamba's schedule with 2 x 10 samples and S = 5 tokens:
 
@@ -27,12 +27,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lumamba.export.c_driver import GraphCall, generate_driver, plan_memory
-from lumamba.export.firmware_project import compile_model, write_project
-from lumamba.export.host_c_runner import load_host_c
-from lumamba.export.manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
-from lumamba.export.onnx_export import structure_fingerprint
-from lumamba.export.tvm_codegen import compile_onnx_to_c
+from lumamba.export.project.model_driver import GraphCall, generate_driver, plan_memory
+from lumamba.export.project.firmware_project import compile_model, write_project
+from lumamba.export.project.host_c_runner import load_host_c
+from lumamba.export.onnx.manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
+from lumamba.export.onnx.exporter import structure_fingerprint
+from lumamba.export.codegen.onnx_frontend import compile_onnx_to_c
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host gcc")
@@ -158,7 +158,7 @@ def windows(n: int = 3, seed: int = 1) -> np.ndarray:
 
 
 def write_driver_project(directory, manifest, graphs) -> None:
-    """model.c/h from c_driver plus each graph's own C (no shared kernels), ready for load_host_c."""
+    """model.c/h from model_driver plus each graph's own C (no shared kernels), ready for load_host_c."""
     calls = {}
     for name, model in graphs.items():
         cg = compile_onnx_to_c(model, f"g_{name}")

@@ -26,13 +26,14 @@ import torch
 
 from lumamba import CONFIGS, LuMamba, save_checkpoint
 from lumamba.export import cli, load
-from lumamba.export.boards import load_board
-from lumamba.export.build import elf_path
-from lumamba.export.firmware_project import ONNX_DIR, compile_model, model_sources
-from lumamba.export.host_c_runner import load_host_c
-from lumamba.export.manifest import Manifest
-from lumamba.export.memory_report import memory_report
-from lumamba.export.verify import TOLERANCE, fixed_windows, verify_on_board
+from lumamba.export.project.boards import load_board
+from lumamba.export.project.build import elf_path
+from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, model_sources
+from lumamba.export.project.host_c_runner import load_host_c
+from lumamba.export.onnx.manifest import Manifest
+from lumamba.export.project.memory_report import memory_report
+from lumamba.export.project.test_vectors import fixed_windows
+from lumamba.export.verify import TOLERANCE, verify_on_board
 from toolchain import require_toolchain
 
 HOST_TOL = 1e-5

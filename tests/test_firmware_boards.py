@@ -8,10 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from lumamba.export.boards import BOARDS, load_board
-from lumamba.export.build import (BuildError, ToolchainError, build_project, check_toolchain, prepare_project,
-                                  render_board_mk, write_test_vectors)
-from lumamba.export.qemu import FirmwareRunError, parse_output, run_elf
+from lumamba.export.project.boards import BOARDS, load_board
+from lumamba.export.project.build import (BuildError, ToolchainError, build_project, check_toolchain, prepare_project,
+                                  render_board_mk)
+from lumamba.export.project.test_vectors import write_test_vectors
+from lumamba.export.project.qemu import FirmwareRunError, parse_output, run_elf
 from toolchain import require_toolchain
 
 MODEL_H = """#define LUMAMBA_N_CHANNELS 1

@@ -12,11 +12,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from lumamba.export.boards import BOARDS, load_board
-from lumamba.export.build import BuildError, build_project, write_test_vectors
-from lumamba.export.memory_report import (CORTEX_M_EXCEPTION_FRAME, MemoryFitError, check_fits, format_report,
+from lumamba.export.project.boards import BOARDS, load_board
+from lumamba.export.project.build import BuildError, build_project
+from lumamba.export.project.test_vectors import write_test_vectors
+from lumamba.export.project.memory_report import (CORTEX_M_EXCEPTION_FRAME, MemoryFitError, check_fits, format_report,
                                           memory_report)
-from lumamba.export.qemu import run_elf
+from lumamba.export.project.qemu import run_elf
 from toolchain import require_toolchain
 
 BOARD = "cortex-m4f"

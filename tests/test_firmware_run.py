@@ -14,9 +14,10 @@ import re
 import numpy as np
 import pytest
 
-from lumamba.export.boards import BOARDS, load_board
-from lumamba.export.build import build_project, write_test_vectors
-from lumamba.export.qemu import run_elf
+from lumamba.export.project.boards import BOARDS, load_board
+from lumamba.export.project.build import build_project
+from lumamba.export.project.test_vectors import write_test_vectors
+from lumamba.export.project.qemu import run_elf
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from toolchain import require_toolchain
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lumamba.export.int8_codegen import compile_qgraph
-from lumamba.export.tvm_host import build_host_library
+from lumamba.export.codegen.qgraph_frontend import compile_qgraph
+from lumamba.export.codegen.host_graph import build_graph_library
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.quant.fixed_point import quantize_multiplier
 from lumamba.quant.golden import GraphExecutor
@@ -58,7 +58,7 @@ def test_float_islands_bit_exact(tmp_path):
     cgraph = compile_qgraph(graph, "island")
     assert '#include "lumamba_fmath.h"' in cgraph.kernels_c and "lmb_erff(" in cgraph.kernels_c
     assert "expf(" not in cgraph.kernels_c.replace("lmb_expf(", "")     # no libm exp
-    host = build_host_library(cgraph, tmp_path, extra_flags=["-I", str(RUNTIME), str(RUNTIME / "lumamba_fmath.c")])
+    host = build_graph_library(cgraph, tmp_path, extra_flags=["-I", str(RUNTIME), str(RUNTIME / "lumamba_fmath.c")])
     run = GraphExecutor(graph)
     for trial in range(5):
         x = (rng.normal(0, 3, (4, 16))).astype(np.float32)     # saturates the int8 input range too

@@ -1,4 +1,4 @@
-"""int8 kernels generated through TVM (`lumamba.export.int8_codegen`) against the golden model.
+"""int8 kernels generated through TVM (`lumamba.export.codegen.qgraph_frontend`) against the golden model.
 
 The reference is `lumamba.quant.ops.run_node` (numpy, int64 arithmetic), independent of the TE
 definitions; the comparison is bit-exact (`np.array_equal`), no tolerance: integer outputs have
@@ -12,9 +12,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from lumamba.export.int8_codegen import compile_qnode
-from lumamba.export.int8_te import fold_bias
-from lumamba.export.tvm_host import build_host_library
+from lumamba.export.codegen.qgraph_frontend import compile_qnode
+from lumamba.export.codegen.integer_te import fold_bias
+from lumamba.export.codegen.host_graph import build_graph_library
 from lumamba.quant.ops import run_node
 from lumamba.quant.qgraph import QNode
 
@@ -33,7 +33,7 @@ def _random_params(rng, weight_shape, shift_range=(-31, 1)):
 
 def _run(tmp_path, op, attrs, params, x):
     graph = compile_qnode(op, attrs, params, x.shape, "qk")
-    return build_host_library(graph, tmp_path)(x)[0], graph
+    return build_graph_library(graph, tmp_path)(x)[0], graph
 
 
 def test_qlinear_random_with_saturation(tmp_path):
@@ -107,7 +107,7 @@ def test_zero_point_folding_and_its_int32_fallback(tmp_path):
         graph = compile_qnode("qlinear", attrs, {**params, "bias": b}, xq.shape, "qk")
         inner = "+ 128)" in graph.kernels_c           # the zero point's subtraction, in the inner loop
         assert inner == (b is big)
-        y = build_host_library(graph, tmp_path / str(inner))(xq)[0]
+        y = build_graph_library(graph, tmp_path / str(inner))(xq)[0]
         np.testing.assert_array_equal(y, _golden("qlinear", attrs, xq, {**params, "bias": b}))
 
 

@@ -11,8 +11,8 @@ import pytest
 from test_quant_golden import eeg_like, make_model
 
 from lumamba.export import export_onnx
-from lumamba.export.int8_codegen import compile_qgraph
-from lumamba.export.tvm_host import build_host_library
+from lumamba.export.codegen.qgraph_frontend import compile_qgraph
+from lumamba.export.codegen.host_graph import build_graph_library
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.montages import MONTAGES
 from lumamba.quant import calibrate, quantize
@@ -67,7 +67,7 @@ def test_graph_bit_exact_with_golden(micro, name, tmp_path):
     cgraph = compile_qgraph(graph, name)
     for call in GRAPHS[name]:
         assert call in cgraph.kernels_c, f"{name}: {call} missing from the kernels"
-    host = build_host_library(cgraph, tmp_path, extra_flags=["-I", str(RUNTIME), str(RUNTIME / "lumamba_fmath.c")])
+    host = build_graph_library(cgraph, tmp_path, extra_flags=["-I", str(RUNTIME), str(RUNTIME / "lumamba_fmath.c")])
     per_token = name in ("head_step", "block0_fwd", "unify")
     assert len(recorded.calls) == (micro.manifest.n_patches if per_token else 1)
     for t, (feeds, ref) in enumerate(recorded.calls):
@@ -120,7 +120,7 @@ def _float_ops_graph(rng) -> QGraph:
 def test_other_float_ops_bit_exact(tmp_path):
     rng = np.random.default_rng(7)
     graph = _float_ops_graph(rng)
-    host = build_host_library(compile_qgraph(graph, "floats"), tmp_path,
+    host = build_graph_library(compile_qgraph(graph, "floats"), tmp_path,
                               extra_flags=["-I", str(RUNTIME), str(RUNTIME / "lumamba_fmath.c")])
     run = GraphExecutor(graph)
     for trial in range(3):

@@ -15,7 +15,7 @@ from test_int8_export import export
 from test_quant_golden import eeg_like
 
 from lumamba import CONFIGS, LuMamba
-from lumamba.export.int8_project import INT8_DIR
+from lumamba.export.project.int8_project import INT8_DIR
 from lumamba.export.verify import verify_int8_on_board
 from lumamba.montages import MONTAGES
 from lumamba.quant import load_golden

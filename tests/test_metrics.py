@@ -9,8 +9,8 @@ import torch
 from lumamba.checkpoint import save_checkpoint
 from lumamba.config import CONFIGS
 from lumamba.evaluate.cli import main as eval_main
-from lumamba.evaluate.metrics import classification_metrics, write_json
-from lumamba.evaluate.plots import plot_loss_curves, plot_roc_curve
+from lumamba.metrics import classification_metrics, write_json
+from lumamba.plots import plot_loss_curves, plot_roc_curve
 from lumamba.evaluate.predict import predict
 from lumamba.model import LuMamba
 from lumamba.train.data import ArrayWindows, save_npz_windows

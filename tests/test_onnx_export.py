@@ -27,9 +27,9 @@ from lumamba.channels import ChannelError
 from lumamba.checkpoint import load_pretrained, save_checkpoint
 from lumamba.config import CONFIGS
 from lumamba.export import export_onnx, load
-from lumamba.export.manifest import Manifest
-from lumamba.export.onnx_export import IR_VERSION, OPSET
-from lumamba.export.step_modules import EncoderStep, Frontend
+from lumamba.export.onnx.manifest import Manifest
+from lumamba.export.onnx.exporter import IR_VERSION, OPSET
+from lumamba.export.onnx.step_modules import EncoderStep, Frontend
 from lumamba.mamba import MambaState
 from lumamba.model import LuMamba
 from lumamba.montages import MONTAGES

@@ -26,7 +26,7 @@ from lumamba.quant.calibration import record_feeds
 from lumamba.quant.drift import LayerErrors
 from lumamba.quant.golden import GraphExecutor
 from lumamba.quant.qgraph import QGraph
-from lumamba.quant.schedule import run_schedule
+from lumamba.export.onnx.schedule import run_schedule
 
 N_SAMPLES, MONTAGE = 320, "apava16"
 

@@ -19,7 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lumamba.export.manifest import GraphSpec, TensorSpec
+from lumamba.export.onnx.manifest import GraphSpec, TensorSpec
 from lumamba.quant.config import Candidate, QuantConfig
 from lumamba.quant.convert import build_qgraph, candidates, layer_name
 from lumamba.quant.golden import GraphExecutor

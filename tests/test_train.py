@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from lumamba.checkpoint import load_pretrained, read_checkpoint
 from lumamba.config import CONFIGS
-from lumamba.evaluate.metrics import classification_metrics
+from lumamba.metrics import classification_metrics
 from lumamba.evaluate.predict import predict
 from lumamba.model import LuMamba
 from lumamba.train.cli import main as train_main

@@ -25,10 +25,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from lumamba.export.tvm_codegen import compile_onnx_to_c
-from lumamba.export.tvm_host import build_host_library
-from lumamba.export.tvm_lower import hex_float
-from lumamba.export.tvm_plan import GraphPlan, KernelCall, Slot, TensorRef, layout_arena
+from lumamba.export.codegen.onnx_frontend import compile_onnx_to_c
+from lumamba.export.codegen.host_graph import build_graph_library
+from lumamba.export.codegen.lower import hex_float
+from lumamba.export.codegen.plan import GraphPlan, KernelCall, Slot, TensorRef, layout_arena
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host gcc")
 
@@ -184,7 +184,7 @@ def compiled():
 @pytest.mark.parametrize("case", CASES)
 def test_c_matches_onnxruntime(case, compiled, tmp_path):
     model, graph = compiled[case]
-    host = build_host_library(graph, tmp_path)
+    host = build_graph_library(graph, tmp_path)
     for seed in (0, 1):
         inputs = random_inputs(graph.inputs, seed)
         got = host(*inputs)
@@ -204,7 +204,7 @@ def test_op_mix_matches_onnxruntime(tmp_path):
     model = export_onnx(OpMix(), (torch.randn(1, 4, 6, 6), torch.tensor([[1, 5, 9]])),
                         ["x", "idx"], ["p", "logp", "amax"])
     graph = compile_onnx_to_c(model, "op_mix")
-    host = build_host_library(graph, tmp_path)
+    host = build_graph_library(graph, tmp_path)
     x = np.random.default_rng(0).standard_normal((1, 4, 6, 6)).astype(np.float32)
     idx = np.array([[1, 5, 9]], np.int64)
     for spec, got, want in zip(graph.outputs, host(x, idx), onnxruntime_run(model, [x, idx])):
@@ -216,7 +216,7 @@ def test_op_mix_matches_onnxruntime(tmp_path):
 def test_mamba_step_recurs_like_onnxruntime(compiled, tmp_path):
     """Feed the state outputs back for 8 steps (double-buffered, as the firmware will)."""
     model, graph = compiled["mamba_step"]
-    host = build_host_library(graph, tmp_path)
+    host = build_graph_library(graph, tmp_path)
     rng = np.random.default_rng(3)
     c_state = [np.zeros((1, 32, 4), np.float32), np.zeros((1, 32, 4), np.float32)]
     ort_state = list(c_state)
@@ -246,7 +246,7 @@ def test_weights_as_inputs_share_one_kernel_set(tmp_path):
     assert "A_log" not in [w.name for w in graphs[0].weights]
     with pytest.raises(ValueError, match="weights missing"):
         graphs[0].prepare_weights({})
-    host = build_host_library(graphs[0], tmp_path)
+    host = build_graph_library(graphs[0], tmp_path)
     data = random_inputs(graphs[0].inputs[:3], seed=5)
     outs = []
     for model, graph in zip(models, graphs):
@@ -313,7 +313,7 @@ def test_sources_compile_warning_free(cc, compiled, tmp_path):
 def test_driver_rejects_misaligned_arena(compiled, tmp_path):
     _, graph = compiled["mamba_step"]
     assert graph.arena_bytes > 0
-    host = build_host_library(graph, tmp_path)
+    host = build_graph_library(graph, tmp_path)
     tensors = [np.zeros(s.shape, s.dtype) for s in graph.inputs + graph.outputs]
     raw = np.zeros(graph.arena_bytes + 32, np.uint8)
     misaligned = raw.ctypes.data + (-raw.ctypes.data) % 16 + 4
@@ -342,7 +342,7 @@ def test_outputs_that_alias_inputs_or_constants_are_copied(tmp_path):
     model.ir_version = 9
     model = onnx.shape_inference.infer_shapes(model)
     graph = compile_onnx_to_c(model, "aliases")
-    host = build_host_library(graph, tmp_path)  # -Wall -Wextra -Werror
+    host = build_graph_library(graph, tmp_path)  # -Wall -Wextra -Werror
     inputs = random_inputs(graph.inputs)
     for got, want in zip(host(*inputs), onnxruntime_run(model, inputs)):
         assert np.array_equal(got, want)
@@ -360,7 +360,7 @@ def test_arena_layout_shares_bytes_only_between_disjoint_lifetimes():
              KernelCall("c", (ref(2),))]
     plan = GraphPlan(inputs=[], outputs=[], storages=storages, steps=steps)
     scratch = [0, 64, 0]
-    layout = layout_arena(plan, scratch, align=16)
+    layout = layout_arena(plan, scratch)
     blocks = [(layout.storage_offsets[0], 100, 0, 0), (layout.storage_offsets[1], 200, 0, 1),
               (layout.storage_offsets[2], 50, 1, 2), (layout.scratch_offsets[1], 64, 1, 1)]
     for i, (o1, n1, a1, b1) in enumerate(blocks):
@@ -402,7 +402,7 @@ def test_folded_constants_are_bit_exact(tmp_path):
     model.ir_version = 9
     graph = compile_onnx_to_c(model, "affine")
     assert hex_float(float(c1)) in graph.kernels_c + graph.weights_c
-    host = build_host_library(graph, tmp_path)
+    host = build_graph_library(graph, tmp_path)
     xin = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     (got,) = host(xin)
     want = xin * c1 + c2

@@ -1,7 +1,7 @@
 """Skip a test when a board's cross compiler or emulator is not installed (`.ci/run` installs them)."""
 import pytest
 
-from lumamba.export.build import ToolchainError, check_toolchain
+from lumamba.export.project.build import ToolchainError, check_toolchain
 
 
 def require_toolchain(board: str, need_emulator: bool = True) -> None:

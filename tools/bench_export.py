@@ -38,17 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumamba.export.build import BuildError, build_project, elf_path
+from lumamba.export.project.build import BuildError, build_project, elf_path
 from lumamba.export.cli import demo_model_path, load_model
-from lumamba.export.firmware_project import ONNX_DIR, compile_model, write_project
-from lumamba.export.host_c_runner import load_host_c
-from lumamba.export.int8_project import INT8_DIR, compile_int8_model, write_int8_project
-from lumamba.export.manifest import Manifest
-from lumamba.export.memory_report import memory_report
-from lumamba.export.onnx_export import export_onnx
-from lumamba.export.ort_runner import load
-from lumamba.export.qemu import FirmwareRunError, run_elf
-from lumamba.export.verify import VerificationError, fixed_windows, verify_int8_on_board
+from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, write_project
+from lumamba.export.project.host_c_runner import load_host_c
+from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
+from lumamba.export.onnx.manifest import Manifest
+from lumamba.export.project.memory_report import memory_report
+from lumamba.export.onnx.exporter import export_onnx
+from lumamba.export.onnx.ort_runner import load
+from lumamba.export.project.qemu import FirmwareRunError, run_elf
+from lumamba.export.project.test_vectors import fixed_windows
+from lumamba.export.verify import VerificationError, verify_int8_on_board
 from lumamba.montages import load_montage
 from lumamba.profile import macs
 from lumamba.quant import calibrate, load_golden, quantize
@@ -255,7 +256,7 @@ def print_comparison(rows: list[dict]) -> None:
 
 def load_calibration(args, log) -> np.ndarray:
     """The calibration windows of --calib-data (default: the synthetic corpus), once for all configs."""
-    from lumamba.export.int8_data import load_int8_windows
+    from lumamba.quant.calibration_data import load_int8_windows
 
     log(f"int8: {args.calib_windows} calibration windows from {args.calib_data or 'the default synthetic corpus'}")
     scratch = Path(args.out) / "calib"

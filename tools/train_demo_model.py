@@ -49,7 +49,7 @@ from lumamba.data.cache import prepare_cache
 from lumamba.data.dataset import WindowDataset
 from lumamba.data.synth import SynthConfig, make_corpus
 from lumamba.data.tuab import find_tuab_files
-from lumamba.evaluate.metrics import classification_metrics, write_json
+from lumamba.metrics import classification_metrics, write_json
 from lumamba.evaluate.predict import predict
 from lumamba.montages import MONTAGES
 from lumamba.train.cli import run as train_run

@@ -34,7 +34,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _curves(args: argparse.Namespace) -> int:
-    from .plots import plot_loss_curves
+    from ..plots import plot_loss_curves
     history = json.loads(Path(args.history).read_text())
     print(plot_loss_curves(history, args.out))
     return 0

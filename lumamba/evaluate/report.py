@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .metrics import classification_metrics, write_json
-from .plots import plot_roc_curve
+from ..metrics import classification_metrics, write_json
+from ..plots import plot_roc_curve
 from .predict import predict
 
 

@@ -123,7 +123,7 @@ def _save(run_dir: Path, model, optimizer, counters: dict, ctx: DistContext) -> 
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    from ..evaluate.plots import plot_loss_curves
+    from ..plots import plot_loss_curves
     tmp = run_dir / "history.json.tmp"
     tmp.write_text(json.dumps(history, indent=1))
     os.replace(tmp, run_dir / "history.json")

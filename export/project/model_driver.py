@@ -1,14 +1,15 @@
 """Generate the firmware's model driver (`model.h`, `model.c`) from a schedule manifest.
 
-The driver runs the manifest's schedule (see `manifest.py`) in C, calling one compiled graph
-(`<graph>_run()`, from `tvm_codegen`) per step:
+The driver runs the manifest's schedule (see `lumamba.export.onnx.manifest`) in C, calling one
+compiled graph (`<graph>_run()`, from `lumamba.export.codegen`) per step:
 
     int lumamba_init(void);                                   aligns the static arena
     int lumamba_infer(const float *window, float *logits);    LUMAMBA_OK or an error code
 
 Memory is one static arena. Every buffer of the manifest (except the caller's input window and
 logits) and every graph's scratch is a block at an offset fixed here, with a lifetime in stages;
-blocks alive in the same stage never share bytes (greedy by size, as TFLite Micro plans).
+blocks alive in the same stage never share bytes (`lumamba.export.codegen.arena`, the planner the
+compiled graphs' own arenas use too).
 A buffer a stage both reads and writes whole (recurrent state) is double-buffered: the step reads
 one copy and writes the other, then the two pointers swap, because a graph's inputs and outputs
 must not alias. Loops over patches/tokens are plain C `for` loops; nothing is allocated at run
@@ -21,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .c_emit import c_identifier
-from .manifest import Binding, Manifest, Stage
-from .tvm_codegen import CGraph
-from .tvm_lower import c_type
+from ..codegen.arena import ALIGN, Lifetime, plan_arena
+from ..codegen.cgraph import CGraph
+from ..codegen.graph_c import c_identifier
+from ..codegen.lower import c_type
+from ..onnx.manifest import Binding, Manifest, Stage
 
-ARENA_ALIGN = 16  # bytes; the graphs' run functions require it of their scratch pointer
-GENERATOR = "lumamba.export.c_driver"
+GENERATOR = "lumamba.export.project.model_driver"
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,6 @@ class MemoryPlan:
 
     def block(self, name: str) -> Block:
         return next(b for b in self.blocks if b.name == name)
-
-
-def _aligned(nbytes: int) -> int:
-    return (nbytes + ARENA_ALIGN - 1) // ARENA_ALIGN * ARENA_ALIGN
 
 
 def _buffer_ident(name: str) -> str:
@@ -162,24 +159,10 @@ def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPla
         if call.cgraph.arena_bytes:
             wanted.append((_scratch_ident(i), call.cgraph.arena_bytes, i, i, f"scratch of {call.function}_run"))
 
-    blocks = _place(wanted)
-    total = max((b.offset + _aligned(b.nbytes) for b in blocks), default=0)
+    offsets, total = plan_arena([Lifetime(ident, nbytes, start, end) for ident, nbytes, start, end, _ in wanted])
+    blocks = sorted((Block(ident, nbytes, start, end, offsets[ident], what) for ident, nbytes, start, end, what in wanted),
+                    key=lambda b: (b.offset, b.first, b.name))
     return MemoryPlan(tuple(blocks), total, tuple(doubled), tuple(zero_at_start))
-
-
-def _place(wanted) -> list[Block]:
-    """Greedy by size: largest first, each at the lowest aligned offset free during its lifetime."""
-    order = sorted(wanted, key=lambda w: (-_aligned(w[1]), w[2], w[0]))
-    placed: list[Block] = []
-    for ident, nbytes, start, end, what in order:
-        busy = sorted((b.offset, _aligned(b.nbytes)) for b in placed if b.first <= end and start <= b.last)
-        offset = 0
-        for o, n in busy:
-            if offset + _aligned(nbytes) <= o:
-                break
-            offset = max(offset, o + n)
-        placed.append(Block(ident, nbytes, start, end, offset, what))
-    return sorted(placed, key=lambda b: (b.offset, b.first, b.name))
 
 
 # --- C text -------------------------------------------------------------------------------------
@@ -369,7 +352,7 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
         "",
         *_size_checks(manifest, plan, calls),
         "",
-        f"#define LUMAMBA_ARENA_ALIGN {ARENA_ALIGN}u",
+        f"#define LUMAMBA_ARENA_ALIGN {ALIGN}u",
         "",
         "/* Arena map (byte ranges; blocks alive in a common stage never overlap):",
         *arena_map,

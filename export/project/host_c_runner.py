@@ -21,27 +21,31 @@ import numpy as np
 
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 
+from ..codegen.host_graph import HOST_CFLAGS
+from ..onnx.manifest import MANIFEST_NAME, Manifest
+from ..onnx.schedule import check_windows
 from .build import FIRMWARE_DIR, BuildError
-from .manifest import MANIFEST_NAME, Manifest
-from .tvm_host import HOST_CFLAGS
 
 LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
 GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
 
 
-def _runtime_source(project: Path) -> Path:
-    copy = project / FIRMWARE_DIR / "runtime" / "lumamba_runtime.c"
-    return copy if copy.is_file() else FIRMWARE_ROOT / "runtime" / "lumamba_runtime.c"
+RUNTIME_SOURCES = ("lumamba_runtime.c", "lumamba_fmath.c")   # as firmware/project.mk builds them
 
 
-def build_host_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) -> Path:
+def _runtime_dir(project: Path) -> Path:
+    copy = project / FIRMWARE_DIR / "runtime"
+    return copy if all((copy / name).is_file() for name in RUNTIME_SOURCES) else FIRMWARE_ROOT / "runtime"
+
+
+def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) -> Path:
     """Compile the project's model sources and the runtime into a shared library (cached by the
     sources' content, so an unchanged project is not rebuilt). Returns the library's path."""
     project = Path(project_dir)
     if shutil.which(cc) is None:
         raise FileNotFoundError(f"C compiler {cc!r} not found (Debian package gcc)")
-    runtime = _runtime_source(project)
-    sources = sorted(project.glob("*.c")) + [runtime]
+    runtime = _runtime_dir(project)
+    sources = sorted(project.glob("*.c")) + [runtime / name for name in RUNTIME_SOURCES]
     if not (project / "model.h").is_file() or not (project / "model.c").is_file():
         raise FileNotFoundError(f"{project} holds no generated model (model.c, model.h)")
     digest = hashlib.sha256(" ".join((cc, *HOST_CFLAGS)).encode())
@@ -51,7 +55,7 @@ def build_host_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) 
     if library.is_file():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    includes = ["-I", str(project), "-I", str(runtime.parent)]
+    includes = ["-I", str(project), "-I", str(runtime)]
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
         def compile_one(src: Path) -> Path:
             obj = Path(tmp) / (src.stem + ".o")
@@ -107,13 +111,8 @@ class HostCModel:
 
     def __call__(self, x) -> np.ndarray:
         """Logits (B, n_classes) of float32 windows x (B, C, T)."""
-        if hasattr(x, "detach"):  # a torch tensor, without importing torch here
-            x = x.detach().cpu().numpy()
-        x = np.asarray(x)
-        if x.ndim != 3 or x.shape[1:] != (self.n_channels, self.n_samples):
-            raise ValueError(f"x must have shape (B, {self.n_channels}, {self.n_samples}), got {x.shape}")
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"x must be floating point (float32), got {x.dtype}")
+        # non-finite samples go through: the driver's own check reports them (NONFINITE_INPUT)
+        x = check_windows(x, self.n_channels, self.n_samples, finite=False)
         logits = np.empty((x.shape[0], self.n_classes), np.float32)
         for b, window in enumerate(x):
             status = self.infer(window, logits[b])
@@ -137,13 +136,13 @@ def load_host_c(out_dir: str | Path, cc: str = "gcc") -> HostCModel:
                                     f"({MANIFEST_NAME})")
         out = _generate(out)
     defines = _header_defines(out / "model.h")
-    library = build_host_library(out, cc)
+    library = build_project_library(out, cc)
     return HostCModel(library, defines["N_CHANNELS"], defines["N_SAMPLES"], defines["N_CLASSES"])
 
 
 def _generate(onnx_dir: Path) -> Path:
     from .firmware_project import compile_model, write_project
-    from .verify import fixed_windows
+    from .test_vectors import fixed_windows
 
     manifest = Manifest.load(onnx_dir)
     project = onnx_dir / GENERATED_PROJECT

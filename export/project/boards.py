@@ -1,7 +1,7 @@
 """Board profiles: compiler, flags, emulated memory map, QEMU command and real-board limits.
 
 Each profile is a JSON file in lumamba/firmware/boards/ (the single source of truth; the make
-fragments of a firmware project are rendered from it by lumamba.export.build). A profile has two
+fragments of a firmware project are rendered from it by lumamba.export.project.build). A profile has two
 memory descriptions that must not be confused:
 
 - ``emulator``: where the image lives in the QEMU machine. It is chosen large enough for float

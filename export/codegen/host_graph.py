@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tvm_codegen import CGraph
+from .cgraph import CGraph
 
 HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fPIC")
 GUARD_BYTES = 64  # canary after the arena and after each output, checked after every call
@@ -67,7 +67,7 @@ class HostGraph:
         return results
 
 
-def build_host_library(graph: CGraph, workdir: str | Path, cc: str = "gcc",
+def build_graph_library(graph: CGraph, workdir: str | Path, cc: str = "gcc",
                        extra_flags: Sequence[str] = ()) -> HostGraph:
     """Write the sources to `workdir`, compile them with `cc` into a shared library, load it."""
     if shutil.which(cc) is None:

@@ -48,7 +48,7 @@ def run_elf(elf: str | Path, board: Board | str, timeout_s: float = 60.0) -> Run
     lacks the final DONE line (a crash or fault), or if its exit status disagrees with DONE.
     """
     if not Path(elf).is_file():
-        raise FileNotFoundError(f"{elf} does not exist; build it with lumamba.export.build.build_project")
+        raise FileNotFoundError(f"{elf} does not exist; build it with lumamba.export.project.build.build_project")
     cmd = run_command(elf, board)
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,

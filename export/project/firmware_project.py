@@ -2,15 +2,15 @@
 
     project/
       onnx/                          the export the C was generated from (manifest.json, *.onnx)
-      model.h model.c                driver (c_driver): lumamba_init(), lumamba_infer()
+      model.h model.c                driver (model_driver): lumamba_init(), lumamba_infer()
       model_weights.h                declarations of the shared graphs' weight arrays
-      lumamba_<graph>.h              per compiled graph (tvm_codegen): header, kernels, driver
+      lumamba_<graph>.h              per compiled graph (lumamba.export.codegen): header, kernels, driver
       lumamba_<graph>_kernels.c
       lumamba_<graph>_driver.c
       weights_lumamba_<graph>.c      constants TVM folded into that graph (const: flash)
       weights_<graph>.c              prepared weights of a graph that runs a shared kernel set
       test_vectors.h                 fixed windows for the test application
-      Makefile, firmware/            `make BOARD=...` rebuilds without Python (lumamba.export.build)
+      Makefile, firmware/            `make BOARD=...` rebuilds without Python (lumamba.export.project.build)
 
 Graphs with the same `structure` in the manifest (the encoder steps of every block and
 direction) are compiled once, with their weights as arguments: code size does not grow with
@@ -28,17 +28,19 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .build import prepare_project, write_test_vectors
-from .c_driver import GraphCall, generate_driver
-from .c_emit import c_identifier, unique_identifiers
-from .manifest import MANIFEST_NAME, Manifest
-from .tvm_codegen import CGraph, compile_onnx_to_c
-from .tvm_lower import c_type, hex_float
+from ..codegen.cgraph import CGraph
+from ..codegen.graph_c import c_identifier, unique_identifiers
+from ..codegen.lower import c_type, hex_float
+from ..codegen.onnx_frontend import compile_onnx_to_c
+from ..onnx.manifest import MANIFEST_NAME, Manifest
+from .build import prepare_project
+from .model_driver import GraphCall, generate_driver
+from .test_vectors import write_test_vectors
 
 ONNX_DIR = "onnx"        # the export's copy inside a project
 SYMBOL_PREFIX = "lumamba_"  # compiled graphs' C names, so their symbols do not clash with the application's
 _VALUES_PER_LINE = 8
-GENERATOR = "lumamba.export.firmware_project"
+GENERATOR = "lumamba.export.project.firmware_project"
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Lower one fused TIR PrimFunc to a plain C99 kernel.
 
 TVM 0.27 only emits C in its packed FFI ABI (TVMFFIAny arguments, TVM headers).  This module
-schedules it for a microcontroller (`tvm_schedule`), runs the CPU subset of TVM's default TIR
+schedules it for a microcontroller (`schedule`), runs the CPU subset of TVM's default TIR
 pipeline, then replaces MakePackedAPI with an
 "unpacked" step of our own:
 
@@ -29,7 +29,8 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.ir import PointerType, PrimType
 
-from .tvm_schedule import schedule_for_mcu
+from .arena import aligned
+from .schedule import schedule_for_mcu
 
 C_TYPES = {
     "float32": "float",
@@ -43,7 +44,6 @@ C_TYPES = {
     "uint32": "uint32_t",
     "bool": "bool",
 }
-SCRATCH_ALIGN = 16  # bytes; every scratch buffer starts on a 16-byte boundary
 # Allocations up to this size stay local arrays in the kernel (accumulators the C compiler
 # keeps in registers); larger ones live in the driver's arena.
 LOCAL_ALLOC_BYTES = 64
@@ -82,11 +82,6 @@ class CKernel:
     @property
     def scratch_bytes(self) -> int:
         return sum(aligned(p.nbytes) for p in self.scratch)
-
-
-def aligned(nbytes: int, align: int = SCRATCH_ALIGN) -> int:
-    """Round `nbytes` up to a multiple of `align`."""
-    return (nbytes + align - 1) // align * align
 
 
 def c_type(dtype: str) -> str:

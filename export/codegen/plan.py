@@ -24,9 +24,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .arena import Lifetime, plan_arena
+
 
 @dataclass(frozen=True)
-class TensorSpec:
+class PortSpec:
     """Name, static shape and dtype of a graph input or output."""
 
     name: str
@@ -88,8 +90,8 @@ class Copy:
 
 @dataclass
 class GraphPlan:
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[PortSpec]
+    outputs: list[PortSpec]
     storages: list[int] = field(default_factory=list)  # bytes per arena storage
     constants: list[np.ndarray] = field(default_factory=list)
     steps: list[KernelCall | Copy] = field(default_factory=list)
@@ -122,7 +124,7 @@ class _PlanBuilder:
         self.const_index: dict[tuple, int] = {}  # (dtype, shape, digest) -> constant index
         for i, (param, name) in enumerate(zip(main.params, input_names, strict=True)):
             shape, dtype = _tensor_type(param.ty)
-            spec = TensorSpec(name, shape, dtype)
+            spec = PortSpec(name, shape, dtype)
             self.plan.inputs.append(spec)
             self.env[param] = TensorRef(Slot("input", i, spec.nbytes), 0, shape, dtype)
 
@@ -194,7 +196,7 @@ class _PlanBuilder:
             raise ValueError(f"graph has {len(refs)} outputs, expected {len(output_names)} names")
         copies = []
         for i, (ref, name) in enumerate(zip(refs, output_names)):
-            spec = TensorSpec(name, ref.shape, ref.dtype)
+            spec = PortSpec(name, ref.shape, ref.dtype)
             self.plan.outputs.append(spec)
             if ref.slot.kind == "pending" and ref.offset == 0 and ref.nbytes == ref.slot.nbytes:
                 ref.slot.kind, ref.slot.index = "output", i  # the kernel writes it in place
@@ -251,17 +253,9 @@ class ArenaLayout:
     total: int
 
 
-def _aligned(nbytes: int, align: int) -> int:
-    return (nbytes + align - 1) // align * align
-
-
-def layout_arena(plan: GraphPlan, scratch_bytes: Sequence[int], align: int = 16) -> ArenaLayout:
-    """Place storages and per-call scratch so that blocks alive at the same step never overlap.
-
-    A storage lives from the first to the last step that touches it; a call's scratch lives
-    during that call only.  Blocks are placed largest first at the lowest aligned offset that
-    is free for their whole lifetime (the greedy-by-size heuristic of TFLite Micro's planner).
-    """
+def layout_arena(plan: GraphPlan, scratch_bytes: Sequence[int]) -> ArenaLayout:
+    """Place storages and per-call scratch with the arena planner (`arena.plan_arena`): a storage
+    lives from the first to the last step that touches it, a call's scratch during that call."""
     if len(scratch_bytes) != len(plan.steps):
         raise ValueError("need one scratch size per step")
     first: dict[int, int] = {}
@@ -272,23 +266,10 @@ def layout_arena(plan: GraphPlan, scratch_bytes: Sequence[int], align: int = 16)
             if ref.slot.kind == "arena":
                 first.setdefault(ref.slot.index, t)
                 last[ref.slot.index] = t
-    # (size, start, end, key); key ("s", i) for storage i, ("k", t) for the scratch of step t
-    blocks = [(_aligned(n, align), first[i], last[i], ("s", i))
-              for i, n in enumerate(plan.storages) if i in first and n > 0]
-    blocks += [(_aligned(n, align), t, t, ("k", t)) for t, n in enumerate(scratch_bytes) if n > 0]
-    blocks.sort(key=lambda b: (-b[0], b[1], b[3]))
-    placed: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
-    offsets: dict[tuple[str, int], int] = {}
-    for size, start, end, key in blocks:
-        busy = sorted((o, s) for o, s, a, b in placed if a <= end and start <= b)
-        offset = 0
-        for o, s in busy:
-            if offset + size <= o:
-                break
-            offset = max(offset, _aligned(o + s, align))
-        placed.append((offset, size, start, end))
-        offsets[key] = offset
-    total = max((o + s for o, s, _, _ in placed), default=0)
+    # key ("s", i) for storage i, ("k", t) for the scratch of step t
+    blocks = [Lifetime(("s", i), n, first[i], last[i]) for i, n in enumerate(plan.storages) if i in first and n > 0]
+    blocks += [Lifetime(("k", t), n, t, t) for t, n in enumerate(scratch_bytes) if n > 0]
+    offsets, total = plan_arena(blocks)
     return ArenaLayout(
         storage_offsets=tuple(offsets.get(("s", i), 0) for i in range(len(plan.storages))),
         scratch_offsets=tuple(offsets.get(("k", t), 0) for t in range(len(plan.steps))),

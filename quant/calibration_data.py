@@ -37,7 +37,7 @@ def load_int8_windows(data: str | None, channels: list[str], n_samples: int, n_c
                       scratch: Path, warn=print) -> Int8Windows:
     """Calibration windows (at most `n_calib`) and all evaluation windows of `data` (None: the
     default synthetic corpus, generated into `scratch`; EDF trees are also preprocessed there)."""
-    from lumamba.quant import load_windows
+    from .calibration import load_windows
 
     cache, what = _window_source(data, scratch)
     try:
