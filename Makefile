@@ -1,12 +1,14 @@
 # Set-up and everyday commands. `make test` and `make demo` work on a fresh clone:
-# they create .venv (if missing) and install the project with its pinned dependencies.
+# they create .venv (if missing), install the project with its pinned dependencies, and install
+# the cross compilers and QEMU from Debian when missing (tools/install_toolchain.sh: as root or
+# through password-less sudo; otherwise it prints the apt-get command).
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST  := $(VPY) -m pytest
 
-.PHONY: venv test test-slow test-all demo demo-model clean
+.PHONY: venv toolchain test test-slow test-all demo demo-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -18,8 +20,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+toolchain:
+	bash tools/install_toolchain.sh
+
 # Default suite: everything not marked slow (CI budget).
 test: $(STAMP)
+	@bash tools/install_toolchain.sh || echo "make test: continuing; the tests that need a missing tool are skipped"
 	$(PYTEST) -q -n 2 --dist loadfile
 
 # Slow suite: run before every submission.
@@ -32,7 +38,7 @@ test-all: $(STAMP)
 # The main job on the bundled demo model: int8 firmware for the Cortex-M4F, calibrated on a
 # generated synthetic corpus, built, run in QEMU bit for bit against the golden model, with the
 # float vs int8 AUROC drift; writes out/lumamba-cortex-m (~1.5 min).
-demo: $(STAMP)
+demo: $(STAMP) toolchain
 	$(VENV)/bin/lumamba-export --target cortex-m --int8
 
 # Re-train the bundled demo model (lumamba/assets/demo_model.*) from scratch (~6-10 min on 2 cores).

@@ -36,6 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from lumamba.export.output_dir import (OutputDirError, check_output_dir, install, new_partial,
+                                       remove_stale_partials, termination_as_interrupt)
+
 TARGETS = {"onnx": None, "host": "host", "cortex-m": "cortex-m4f", "cortex-m55": "cortex-m55",
            "riscv": "riscv32"}
 DEFAULT_CONFIG = "micro"      # the random fallback when there is no demo model
@@ -161,6 +164,8 @@ def board_with_limits(board_name: str, profile: str | None):
         t = data.get("target", data)   # a whole board profile, or just its "target" object
         target = Target(name=str(t["name"]), flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
                         notes=str(t.get("notes", "")))
+        if target.flash_bytes <= 0 or target.ram_bytes <= 0:
+            raise ValueError(f"flash_bytes {target.flash_bytes} and ram_bytes {target.ram_bytes} must be positive")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ExportError(f"--board-profile {path}: expected JSON with a \"target\" object holding name, "
                           f"flash_bytes and ram_bytes ({type(e).__name__}: {e})") from None
@@ -183,7 +188,21 @@ def check_fit(report: dict, no_fit_check: bool = False) -> None:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> dict[str, str]:
+def _check_int8_inputs(args) -> None:
+    """--calib-data exists and --quant-config parses (which layers it names is checked once the
+    graphs exist)."""
+    from lumamba.quant.config import QuantConfig
+
+    if args.calib_data is not None and not Path(args.calib_data).exists():
+        raise ExportError(f"--calib-data {args.calib_data}: not found (a window cache, a .npz or a TUAB-style EDF tree)")
+    if args.quant_config is not None:
+        try:
+            QuantConfig.load(args.quant_config)
+        except (ValueError, FileNotFoundError) as e:
+            raise ExportError(f"--quant-config: {e}") from None
+
+
+def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps) -> dict[str, str]:
     """The steps after the model is loaded, writing into `work`; returns the report's lines
     (parity, memory, drift) for a firmware target, {} for --target onnx."""
     from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, write_project
@@ -191,12 +210,6 @@ def _export(args, model, channels, checkpoint, work: Path, steps: _Steps) -> dic
     from lumamba.export.onnx.exporter import export_onnx
     from lumamba.export.project.test_vectors import fixed_windows
     from lumamba.export.verify import verify_onnx
-
-    board_name = TARGETS[args.target]
-    board = board_with_limits(board_name, args.board_profile) if board_name else None
-    if board is not None:
-        from lumamba.export.project.build import check_toolchain
-        check_toolchain(board, need_emulator=args.verify)
 
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
     onnx_dir = work if board is None else work / ONNX_DIR
@@ -349,17 +362,6 @@ def _build(project: Path, board) -> Path:
         raise BuildError("\n".join([lines[0], *tail[-30:]])) from None
 
 
-def _install(work: Path, out: Path) -> None:
-    """Put the finished `work` directory in place of `out` (an earlier project is replaced only now)."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        out.rename(old / out.name)
-    work.rename(out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def _reject(work: Path, out: Path) -> Path:
     rejected = out.with_name(out.name + ".rejected")
     if rejected.exists():
@@ -373,6 +375,14 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify)
     steps = _Steps(n_steps)
+    # every input is checked before the minutes of work start
+    board_name = TARGETS[args.target]
+    board = board_with_limits(board_name, args.board_profile) if board_name else None
+    if board is not None:
+        from lumamba.export.project.build import check_toolchain
+        check_toolchain(board, need_emulator=args.verify)
+    if args.int8:
+        _check_int8_inputs(args)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
     patch = model.config.patch_size
@@ -380,10 +390,12 @@ def run(args: argparse.Namespace) -> Path:
         raise ExportError(f"--n-samples {args.n_samples}: must be a positive multiple of the patch size {patch}")
     print(f"lumamba-export: {description}, target {args.target}, montage {args.montage} "
           f"({len(channels)} channels), {args.n_samples} samples per window -> {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    for stale in remove_stale_partials(out):
+        _warn(f"removed {stale}, left by an export that was killed")
+    work = new_partial(out)
     try:
-        summary = _export(args, model, channels, checkpoint, work, steps)
+        with termination_as_interrupt():
+            summary = _export(args, model, channels, checkpoint, board, work, steps)
         steps.finish()
     except BaseException as e:
         from lumamba.export.project.qemu import FirmwareRunError
@@ -394,7 +406,7 @@ def run(args: argparse.Namespace) -> Path:
             raise ExportError(f"{e}\n(the new project is in {rejected}; {out} was not changed)") from None
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _install(work, out)
+    install(work, out)
     stale = out.with_name(out.name + ".rejected")
     if stale.exists():   # an earlier rejected attempt is superseded by this good project
         shutil.rmtree(stale)
@@ -475,10 +487,16 @@ def main(argv: list[str] | None = None) -> int:
         args.max_drift = DEFAULT_MAX_DRIFT
     if not 0 <= args.max_drift <= 1:
         parser.error(f"--max-drift {args.max_drift}: must be between 0 and 1 (an AUROC difference)")
+    if args.timeout <= 0:
+        parser.error(f"--timeout {args.timeout:g}: must be a positive number of seconds")
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
         args.out = f"out/lumamba-{args.target}"
+    try:
+        check_output_dir(Path(args.out))
+    except OutputDirError as e:
+        parser.error(str(e))
     from lumamba.export.project.build import BuildError, ToolchainError
     from lumamba.export.project.qemu import FirmwareRunError
     from lumamba.export.verify import VerificationError
@@ -488,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
             VerificationError) as e:
         print(f"lumamba-export: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM/SIGHUP (output_dir.termination_as_interrupt)
+        reason = f" ({e})" if str(e) else ""
+        print(f"lumamba-export: interrupted{reason}; {args.out} was not changed", file=sys.stderr)
+        return 130
     return 0
 
 

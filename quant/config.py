@@ -54,7 +54,7 @@ class QuantConfig:
         lists = {}
         for key in KEYS:
             value = d.get(key, [])
-            if isinstance(value, str) or not all(isinstance(p, str) and p for p in value):
+            if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
                 raise ValueError(f"{source}: {key!r} must be a list of non-empty pattern strings, got {value!r}")
             lists[key] = list(value)
         return cls(lists["float"], lists["int8"], source)

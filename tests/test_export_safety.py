@@ -1,0 +1,118 @@
+"""lumamba-export never loses what the user had and checks its inputs before working
+(issue 10): output directory rules, killed exports' leftovers, SIGTERM cleanup, early option errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from lumamba.export.cli import main
+from lumamba.export.output_dir import (OutputDirError, check_output_dir, install, new_partial,
+                                       remove_stale_partials, termination_as_interrupt)
+
+
+def run_cli(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as e:      # argparse errors exit 2
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_output_dir_rules(tmp_path, monkeypatch):
+    check_output_dir(tmp_path / "new")                       # new: fine
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty")                     # empty: fine
+    earlier = tmp_path / "earlier"
+    (earlier / "onnx").mkdir(parents=True)
+    (earlier / "onnx" / "manifest.json").write_text("{}")
+    check_output_dir(earlier)                                # an earlier export: replaced at the end
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(OutputDirError, match="exists and is not a directory"):
+        check_output_dir(tmp_path / "file")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    with pytest.raises(OutputDirError, match="holds other files and is not a lumamba export"):
+        check_output_dir(other)
+    monkeypatch.chdir(other)
+    for bad in (".", "/", str(tmp_path)):
+        with pytest.raises(OutputDirError, match="refusing to export into"):
+            check_output_dir(__import__("pathlib").Path(bad))
+
+
+def test_cli_refuses_before_working(tmp_path, capsys):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me")
+    status, _, err = run_cli(["--target", "onnx", "--config", "micro", "--out", str(victim)], capsys)
+    assert status == 2 and "exists and is not a directory" in err and victim.read_text() == "keep me"
+    status, _, err = run_cli(["--target", "cortex-m", "--config", "micro", "--timeout", "-1",
+                              "--out", str(tmp_path / "o")], capsys)
+    assert status == 2 and "--timeout -1: must be a positive" in err
+    bad_config = tmp_path / "q.json"
+    bad_config.write_text(json.dumps({"float": None}))
+    status, out, err = run_cli(["--target", "host", "--config", "micro", "--int8", "--quant-config", str(bad_config),
+                                "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "'float' must be a list" in err and "exporting" not in out   # before any step
+    status, out, err = run_cli(["--target", "host", "--config", "micro", "--int8", "--calib-data",
+                                str(tmp_path / "missing"), "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "--calib-data" in err and "not found" in err and "exporting" not in out
+    profile = tmp_path / "chip.json"
+    profile.write_text(json.dumps({"target": {"name": "x", "flash_bytes": -1, "ram_bytes": 1024}}))
+    status, out, err = run_cli(["--target", "cortex-m", "--config", "micro", "--board-profile", str(profile),
+                                "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "must be positive" in err and "exporting" not in out
+    assert not list(tmp_path.glob(".o.*"))                   # no working directory was even created
+
+
+def test_killed_exports_leftovers_are_removed(tmp_path):
+    out = tmp_path / "proj"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".proj.{dead.pid}.abc123.partial"
+    stale.mkdir()
+    live = tmp_path / f".proj.{os.getpid()}.def456.partial"   # this process: still running
+    live.mkdir()
+    unrelated = tmp_path / f".other.{dead.pid}.x.partial"
+    unrelated.mkdir()
+    assert remove_stale_partials(out) == [stale]
+    assert not stale.exists() and live.exists() and unrelated.exists()
+
+
+def test_install_replaces_only_at_the_end(tmp_path):
+    out = tmp_path / "proj"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    work = new_partial(out)
+    assert work.parent == tmp_path and work.name.startswith(f".proj.{os.getpid()}.")
+    (work / "manifest.json").write_text("new")
+    install(work, out)
+    assert (out / "manifest.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_sigterm_becomes_an_interrupt():
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with termination_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0.1) if hasattr(signal, "sigtimedwait") else None
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_during_an_export_leaves_nothing(tmp_path):
+    """A real export interrupted by SIGTERM while it works: exit without a partial directory."""
+    out = tmp_path / "proj"
+    proc = subprocess.Popen([sys.executable, "-m", "lumamba.export.cli", "--target", "onnx", "--config", "micro",
+                             "--n-samples", "640", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:            # wait until it is inside the export step
+        if "exporting recurrent-mode ONNX graphs" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == f"lumamba-export: interrupted (signal SIGTERM); {out} was not changed"
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
