@@ -114,6 +114,22 @@ def test_host_c_matches_onnxruntime(micro_project):
     assert err <= HOST_TOL
 
 
+def test_extreme_finite_window_is_not_ok(micro_project):
+    """A finite sample of 1e30 overflows inside the model (its square in the GroupNorm variance):
+    onnxruntime gives NaN logits, and the C driver must return NONFINITE_OUTPUT, never OK with
+    non-finite logits."""
+    out, _ = micro_project
+    model = load_host_c(out / ONNX_DIR)
+    x = fixed_windows(22, 640, 1)[0].copy()
+    x[5, 100] = 1e30
+    logits = np.zeros(2, np.float32)
+    status = model.infer(x, logits)
+    assert model.status_name(status) == "NONFINITE_OUTPUT"
+    assert not np.all(np.isfinite(load(out / ONNX_DIR)(x[None])))    # the reference overflows too
+    with pytest.raises(ValueError, match="NONFINITE_OUTPUT"):
+        model(x[None])
+
+
 @pytest.mark.parametrize("board", ["cortex-m55", "riscv32"])
 def test_micro_on_other_boards(micro_project, board):
     """The same project rebuilt for another board (make BOARD=...) agrees with onnxruntime."""

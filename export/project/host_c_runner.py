@@ -118,7 +118,7 @@ class HostCModel:
             status = self.infer(window, logits[b])
             if status != 0:
                 name = self.status_name(status)
-                error = ValueError if name == "NONFINITE_INPUT" else RuntimeError
+                error = ValueError if name in ("NONFINITE_INPUT", "NONFINITE_OUTPUT") else RuntimeError
                 raise error(f"lumamba_infer() returned {status} ({name}) for window {b}")
         return logits
 

@@ -320,7 +320,9 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         "",
         "/* Computes LUMAMBA_N_CLASSES logits of one window. Returns LUMAMBA_OK, or",
         " * LUMAMBA_ERR_NOT_INITIALISED, LUMAMBA_ERR_NULL_POINTER, LUMAMBA_ERR_NONFINITE_INPUT",
-        " * (a NaN or infinity in the window; logits untouched) or LUMAMBA_ERR_INTERNAL. */",
+        " * (a NaN or infinity in the window; logits untouched), LUMAMBA_ERR_NONFINITE_OUTPUT (the",
+        " * window is finite but so extreme that a logit overflowed; logits undefined) or",
+        " * LUMAMBA_ERR_INTERNAL. Never LUMAMBA_OK with a non-finite logit. */",
         "int lumamba_infer(const float *window, float *logits);",
         "",
         "#ifdef __cplusplus",
@@ -412,5 +414,14 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
     for i, stage in enumerate(manifest.schedule):
         lines.append("")
         lines += _stage_lines(i, stage, calls[stage.graph], writer, manifest)
-    lines += ["    return LUMAMBA_OK;", "}", ""]
+    lines += [
+        "",
+        "    /* A finite but extreme window (e.g. one sample of 1e18) can overflow inside the model. */",
+        "    if (lumamba_check_finite(logits, LUMAMBA_N_CLASSES) != LUMAMBA_OK) {",
+        "        return LUMAMBA_ERR_NONFINITE_OUTPUT;",
+        "    }",
+        "    return LUMAMBA_OK;",
+        "}",
+        "",
+    ]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ const char *lumamba_status_name(int status)
     case LUMAMBA_ERR_NOT_INITIALISED: return "NOT_INITIALISED";
     case LUMAMBA_ERR_NULL_POINTER: return "NULL_POINTER";
     case LUMAMBA_ERR_INTERNAL: return "INTERNAL";
+    case LUMAMBA_ERR_NONFINITE_OUTPUT: return "NONFINITE_OUTPUT";
     default: return "UNKNOWN";
     }
 }

@@ -20,6 +20,7 @@ extern "C" {
 #define LUMAMBA_ERR_NOT_INITIALISED 2 /* lumamba_infer() called before lumamba_init() */
 #define LUMAMBA_ERR_NULL_POINTER 3    /* a required pointer argument is NULL */
 #define LUMAMBA_ERR_INTERNAL 4        /* a static buffer bound was exceeded (a code-generator bug) */
+#define LUMAMBA_ERR_NONFINITE_OUTPUT 5 /* finite input, but a logit overflowed to infinity or NaN */
 
 /* Short upper-case name of a status code ("OK", "NONFINITE_INPUT", ...); "UNKNOWN" otherwise. */
 const char *lumamba_status_name(int status);
