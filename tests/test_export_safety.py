@@ -116,3 +116,50 @@ def test_sigterm_during_an_export_leaves_nothing(tmp_path):
     assert err.strip().splitlines()[-1] == f"lumamba-export: interrupted (signal SIGTERM); {out} was not changed"
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def micro_onnx(tmp_path_factory):
+    import torch
+
+    from lumamba import CONFIGS, LuMamba
+    from lumamba.export.onnx.exporter import export_onnx
+    from lumamba.montages import load_montage
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("micro_onnx")
+    export_onnx(LuMamba(CONFIGS["micro"], n_classes=2).eval(), load_montage("tcp22"), 640, out)
+    return out
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("channel", "C3 */ int pwned; /*", "channel name"),
+    ("graph_file", "../../etc/passwd.onnx", "file"),
+    ("n_classes", "2", "n_classes must be a positive integer"),
+    ("buffer_shape", [1, -5], "must hold positive integers"),
+    ("buffer_shape", [1 << 20, 1 << 20], "elements, more than"),
+])
+def test_crafted_manifest_never_reaches_c(micro_onnx, tmp_path, field, value, message):
+    """Everything read from an export directory is validated before C is generated from it."""
+    import shutil
+
+    from lumamba.export import load
+    from lumamba.export.onnx.manifest import Manifest
+
+    crafted = tmp_path / "crafted"
+    shutil.copytree(micro_onnx, crafted)
+    d = json.loads((crafted / "manifest.json").read_text())
+    if field == "channel":
+        d["channel_names"][3] = value
+    elif field == "graph_file":
+        d["graphs"][0]["file"] = value
+    elif field == "buffer_shape":
+        d["buffers"][0]["shape"] = value
+    else:
+        d[field] = value
+    (crafted / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=message):
+        Manifest.load(crafted)
+    with pytest.raises(ValueError, match=message):
+        load(crafted, backend="c")
+    assert not (crafted / "host_c").exists()      # nothing was generated, nothing compiled

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,28 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOOPS = ("once", "forward", "reverse")
 BUFFER_KINDS = ("input", "activation", "state", "output")
+
+
+# Names in a manifest: plain identifiers-with-punctuation, no spaces, quotes, slashes or '*'.
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")   # 10-05 names, bipolar "FP1-F7"
+MAX_DIM = 1 << 24           # no axis or count in a LuMamba export comes near this
+MAX_ELEMENTS = 1 << 26      # 256 MB of float32 in one buffer: far above any model here
+
+
+def _check_name(what: str, value, pattern: re.Pattern = NAME) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not a plain name (allowed: {pattern.pattern})")
+
+
+def _check_shape(what: str, shape) -> None:
+    if not all(type(d) is int and 0 < d <= MAX_DIM for d in shape):
+        raise ValueError(f"{what}: shape {shape!r} must hold positive integers <= {MAX_DIM}")
+    n = 1
+    for d in shape:
+        n *= d
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{what}: shape {shape!r} has {n:,} elements, more than {MAX_ELEMENTS:,}")
 
 
 @dataclass(frozen=True)
@@ -124,8 +147,38 @@ class Manifest:
             groups.setdefault(g.structure, []).append(g.name)
         return groups
 
+    def check_values(self) -> None:
+        """Every value read from manifest.json is of its type and within bounds, and every name is
+        plain text: names reach generated C (comments, identifiers) and file paths, so a crafted
+        manifest must not be able to inject code or point outside the export directory."""
+        for what, value in (("n_classes", self.n_classes), ("n_samples", self.n_samples),
+                            ("n_patches", self.n_patches), ("opset", self.opset), ("ir_version", self.ir_version)):
+            if type(value) is not int or not 0 < value <= MAX_DIM:
+                raise ValueError(f"{what} must be a positive integer <= {MAX_DIM}, got {value!r}")
+        if not self.channel_names:
+            raise ValueError("channel_names is empty")
+        for name in self.channel_names:
+            _check_name("channel name", name, CHANNEL_NAME)
+        for g in self.graphs:
+            _check_name("graph name", g.name)
+            _check_name(f"graph {g.name!r} file", g.file)
+            if not g.file.endswith(".onnx") or g.file.startswith("."):
+                raise ValueError(f"graph {g.name!r}: file {g.file!r} must be a plain *.onnx file name")
+            _check_name(f"graph {g.name!r} structure", g.structure)
+            for t in (*g.inputs, *g.outputs):
+                _check_name(f"graph {g.name!r} port", t.name)
+                _check_shape(f"graph {g.name!r} port {t.name!r}", t.shape)
+        for b in self.buffers:
+            _check_name("buffer name", b.name)
+            _check_shape(f"buffer {b.name!r}", b.shape)
+        for stage in self.schedule:
+            for name in (*stage.zero, *(b.buffer for b in (*stage.inputs, *stage.outputs))):
+                _check_name(f"stage {stage.graph!r} buffer", name)
+
     def validate(self) -> None:
-        """Check that the schedule's bindings agree with the graphs' ports and the buffers' shapes."""
+        """Check the values (`check_values`), then that the schedule's bindings agree with the
+        graphs' ports and the buffers' shapes."""
+        self.check_values()
         graphs = {g.name: g for g in self.graphs}
         buffers = {b.name: b for b in self.buffers}
         for name in (self.input_buffer, self.latent_buffer, self.logits_buffer):
