@@ -244,17 +244,31 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     (work / "memory.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_report(report))
     check_fit(report, args.no_fit_check)
+    verification = _verify(args, board, work, steps) if args.verify else None
     summary = {"memory": memory_line(report),
-               "parity": _verify(args, board, work, steps) if args.verify else "not checked (--no-verify)"}
+               "parity": verification.summary() if verification is not None else "not checked (--no-verify)"}
     if args.int8:
         steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
+    _write_run_report(args, model, channels, board, report, verification, work)
     return summary
 
 
-def _verify(args, board, work: Path, steps: _Steps) -> str:
+def _write_run_report(args, model, channels, board, memory: dict, verification, work: Path) -> None:
+    """report.json (export/run_report.py) from what the steps measured."""
+    from lumamba.export.run_report import run_report, write_report
+    from lumamba.profile import deployed_macs
+
+    drift_path = work / "drift.json"
+    drift = json.loads(drift_path.read_text(encoding="utf-8")) if drift_path.is_file() else None
+    macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
+    write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
+                            memory=memory, verification=verification, drift=drift), work)
+
+
+def _verify(args, board, work: Path, steps: _Steps):
     """Run the fixed windows on the board: bit-exact against the golden model (int8) or within
-    the tolerance of onnxruntime (float32). Returns the report line; VerificationError otherwise."""
+    the tolerance of onnxruntime (float32). Returns the Verification; VerificationError otherwise."""
     from lumamba.export.verify import verify_int8_on_board, verify_on_board
 
     if args.int8:
@@ -265,7 +279,7 @@ def _verify(args, board, work: Path, steps: _Steps) -> str:
         result = verify_on_board(work, board, timeout_s=args.timeout)
     print("      " + result.summary())
     print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
-    return result.summary()
+    return result
 
 
 def memory_line(report: dict) -> str:
@@ -415,7 +429,8 @@ def run(args: argparse.Namespace) -> Path:
         print(f"wrote {out}: manifest.json and {len(list(out.glob('*.onnx')))} ONNX graphs")
     else:
         extra = ", drift.json, drift.png" if (out / "drift.json").is_file() else ""
-        print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json{extra}\n"
+        print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json, "
+              f"report.json{extra}\n"
               f"rebuild with: make -C {out} BOARD={board}")
         print_summary(summary, f"Report: {description}, {'int8' if args.int8 else 'float32'}, {board}")
     return out

@@ -52,3 +52,10 @@ def macs(config: LuMambaConfig, n_channels: int, n_samples: int, n_classes: int 
         parts["head"] = c.d_model * n_classes
     parts["total"] = sum(parts.values())
     return parts
+
+
+def deployed_macs(config: LuMambaConfig, n_channels: int, n_samples: int, n_classes: int = 2) -> int:
+    """MACs per window of an exported model: `macs` without the position embedding, which the
+    export folds into a constant for the montage (it does not run per window)."""
+    parts = macs(config, n_channels, n_samples, n_classes)
+    return parts["total"] - parts["position_embed"]

@@ -3,7 +3,7 @@ placement, no overlap of live blocks on random problems (against a brute-force c
 import numpy as np
 import pytest
 
-from lumamba.export.codegen.arena import ALIGN, Lifetime, aligned, plan_arena
+from lumamba.export.codegen.arena import ALIGN, Lifetime, aligned, lower_bound, plan_arena
 
 
 def test_aligned():
@@ -61,3 +61,16 @@ def test_bad_blocks_rejected():
     with pytest.raises(ValueError, match="lifetime 3..1 is empty"):
         plan_arena([Lifetime("b", 16, 3, 1)])
     assert plan_arena([]) == ({}, 0)
+
+
+def test_lower_bound_is_the_most_bytes_alive_at_once():
+    blocks = [Lifetime("a", 100, 0, 1), Lifetime("b", 100, 2, 3), Lifetime("c", 300, 0, 1)]
+    assert lower_bound(blocks) == 400                     # a + c at steps 0-1
+    assert lower_bound(blocks, extra=[0, 0, 250]) == 400  # b + 250 nested bytes at step 2 = 350
+    assert lower_bound(blocks, extra=[0, 0, 350]) == 450
+    assert lower_bound([]) == 0
+    rng = np.random.default_rng(1)
+    for _ in range(100):   # the planner never beats the bound, and the bound is reached by some step
+        blocks = [Lifetime(i, int(rng.integers(1, 300)), f := int(rng.integers(0, 6)), f + int(rng.integers(0, 3)))
+                  for i in range(int(rng.integers(1, 10)))]
+        assert lower_bound(blocks) <= plan_arena(blocks)[1]

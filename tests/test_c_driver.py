@@ -246,8 +246,13 @@ def test_memory_plan(synthetic):
             if b.first <= other.last and other.first <= b.last:   # alive in a common stage
                 assert b.offset + b.nbytes <= other.offset or other.offset + other.nbytes <= b.offset, (b, other)
     assert plan.total < sum(-(-b.nbytes // 16) * 16 for b in plan.blocks)   # dead blocks share bytes
-    # model.h states the arena it reserves
-    assert f"#define LUMAMBA_ARENA_BYTES {plan.total}u" in generate_driver(manifest, calls)["model.h"]
+    # model.h states the arena it reserves, and the least any arena for this schedule needs
+    model_h = generate_driver(manifest, calls)["model.h"]
+    assert f"#define LUMAMBA_ARENA_BYTES {plan.total}u" in model_h
+    assert f"#define LUMAMBA_ARENA_LOWER_BOUND_BYTES {plan.lower_bound}u" in model_h
+    alive = [sum(b.nbytes for b in plan.blocks if b.first <= i <= b.last and not b.name.startswith("scratch_"))
+             + calls[stage.graph].cgraph.arena_lower_bound for i, stage in enumerate(manifest.schedule)]
+    assert plan.lower_bound == max(alive) <= plan.total
 
 
 def test_status_codes(synthetic, tmp_path):

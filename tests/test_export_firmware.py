@@ -77,6 +77,17 @@ def test_cli_cortex_m_verify_end_to_end(micro_project):
     report = json.loads((out / "memory.json").read_text())
     assert report["board"] == "cortex-m4f" and report["flash"]["weights"] > 0
     assert (out / "Makefile").is_file() and (out / "firmware" / "project.mk").is_file()
+    # report.json: the run's numbers for a user's CI, consistent with the log and memory.json
+    facts = json.loads((out / "report.json").read_text())
+    insns = int(re.search(r"([\d,]+) instructions per window", log).group(1).replace(",", ""))
+    assert facts["board"] == "cortex-m4f" and facts["precision"] == "float32"
+    assert facts["instructions_per_window"] == insns
+    assert facts["macs_per_window"] == 8_392_768    # micro, 22 x 640, without the folded position embedding
+    assert facts["instructions_per_mac"] == round(insns / facts["macs_per_window"], 3)
+    assert facts["flash_bytes"] == report["flash"]["deployable"] and facts["ram_bytes"] == report["ram"]["total"]
+    assert 0 < facts["ram_lower_bound_bytes"] <= facts["arena_bytes"]
+    assert facts["parity"]["reference"] == "onnxruntime" and facts["parity"]["max_abs_error"] <= TOLERANCE
+    assert "drift" not in facts
     manifest = Manifest.load(out / ONNX_DIR)
     assert manifest.n_channels == 22 and manifest.n_samples == 640
     assert not list(out.parent.glob(".micro-m4.*"))          # no temporary directory left

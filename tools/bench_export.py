@@ -51,7 +51,7 @@ from lumamba.export.project.qemu import FirmwareRunError, run_elf
 from lumamba.export.project.test_vectors import fixed_windows
 from lumamba.export.verify import VerificationError, verify_int8_on_board
 from lumamba.montages import load_montage
-from lumamba.profile import macs
+from lumamba.profile import deployed_macs
 from lumamba.quant import calibrate, load_golden, quantize
 
 DEFAULT_BOARDS = ("cortex-m4f", "cortex-m55", "riscv32")
@@ -85,11 +85,6 @@ def per_window_ms(fn, windows: np.ndarray, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def device_macs(config, n_channels: int, n_samples: int, n_classes: int) -> int:
-    parts = macs(config, n_channels, n_samples, n_classes)
-    return parts["total"] - parts["position_embed"]
-
-
 def load_bench_model(name: str) -> torch.nn.Module:
     """The bundled demo model for `demo`, else a seeded random model of config `name` (as
     lumamba-export loads them)."""
@@ -106,7 +101,7 @@ def export_config(name: str, args, log) -> Export:
     manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR)
     return Export(name, model, channels, root, root / ONNX_DIR, manifest,
                   fixed_windows(manifest.n_channels, manifest.n_samples),
-                  device_macs(model.config, len(channels), args.n_samples, model.n_classes))
+                  deployed_macs(model.config, len(channels), args.n_samples, model.n_classes))
 
 
 def link_failure(e: BuildError) -> str:

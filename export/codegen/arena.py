@@ -4,6 +4,9 @@ Both arenas of a firmware project are planned here: a compiled graph's intermedi
 kernel scratch (`relax_to_c`, lifetimes in kernel calls) and the model driver's buffers and
 per-stage scratch (`project.model_driver`, lifetimes in schedule stages).
 
+`lower_bound` is what any placement needs: the most bytes alive at one step. The memory report
+prints it next to the planned size, so a user sees how close the plan is to the limit.
+
 Greedy by size, as TensorFlow Lite Micro's GreedyMemoryPlanner: blocks are placed largest first
 (ties: earlier first use, then the caller's key), each at the lowest aligned offset that no
 already-placed block overlapping its lifetime occupies. No allocation happens at run time; the
@@ -55,3 +58,11 @@ def plan_arena(blocks: Sequence[Lifetime]) -> tuple[dict[Hashable, int], int]:
         placed.append((offset, size, b.first, b.last))
         offsets[b.key] = offset
     return offsets, max((o + s for o, s, _, _ in placed), default=0)
+
+
+def lower_bound(blocks: Sequence[Lifetime], extra: Sequence[int] = ()) -> int:
+    """The most bytes alive at one step (unaligned): no placement of `blocks` is smaller.
+    `extra[t]`, when given, adds bytes alive at step t only (e.g. a nested arena's own bound)."""
+    steps = {t for b in blocks for t in (b.first, b.last)} | set(range(len(extra)))
+    return max((sum(b.nbytes for b in blocks if b.first <= t <= b.last) + (extra[t] if t < len(extra) else 0)
+                for t in steps), default=0)

@@ -40,6 +40,7 @@ class CGraph:
     # Host-side graph mapping the raw weights (`weights_as_inputs`) to the prepared `weights`
     # the C takes (e.g. transposed matrices); None when no weight is an input.
     weight_prep: onnx.ModelProto | None = None
+    arena_lower_bound: int = 0    # the most arena bytes alive at one kernel call (arena.lower_bound)
 
     def prepare_weights(self, raw: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The weight arguments of `<name>_run()` (in order) from the raw initializer values."""

@@ -24,7 +24,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .arena import Lifetime, plan_arena
+from .arena import Lifetime, lower_bound, plan_arena
 
 
 @dataclass(frozen=True)
@@ -251,6 +251,7 @@ class ArenaLayout:
     storage_offsets: tuple[int, ...]
     scratch_offsets: tuple[int, ...]  # per step; meaningless where that step has no scratch
     total: int
+    lower_bound: int = 0              # the most bytes alive at one step (arena.lower_bound)
 
 
 def layout_arena(plan: GraphPlan, scratch_bytes: Sequence[int]) -> ArenaLayout:
@@ -271,6 +272,7 @@ def layout_arena(plan: GraphPlan, scratch_bytes: Sequence[int]) -> ArenaLayout:
     blocks += [Lifetime(("k", t), n, t, t) for t, n in enumerate(scratch_bytes) if n > 0]
     offsets, total = plan_arena(blocks)
     return ArenaLayout(
+        lower_bound=lower_bound(blocks),
         storage_offsets=tuple(offsets.get(("s", i), 0) for i in range(len(plan.storages))),
         scratch_offsets=tuple(offsets.get(("k", t), 0) for t in range(len(plan.steps))),
         total=total,

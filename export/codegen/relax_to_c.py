@@ -92,6 +92,7 @@ def _emit(name: str, plan: GraphPlan, kernels: dict[str, CKernel], n_weights: in
         header_c=graph_c.emit_header(name, plan, ordered, arena, signature, const_names),
         weights_c=graph_c.emit_weights(name, plan, const_names),
         arena_bytes=arena.total,
+        arena_lower_bound=arena.lower_bound,
         inputs=list(plan.inputs),
         outputs=list(plan.outputs),
         weights=list(plan.inputs[n_data:]),

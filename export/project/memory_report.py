@@ -232,6 +232,7 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
             test_vectors += sec.size
 
     stack = stack_bound(build_dir)
+    arena = _model_h_defines(project_dir / "model.h")
     target = board.target
     deployable = flash_total - test_vectors
     ram_total = ram_static + stack["bytes"]
@@ -245,12 +246,21 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
                   "fits": deployable <= target.flash_bytes if target else None},
         "ram": {"model_static": model_static, "other_static": ram_static - model_static,
                 "stack": stack["bytes"], "total": ram_total,
+                "arena": arena.get("ARENA_BYTES"), "arena_lower_bound": arena.get("ARENA_LOWER_BOUND_BYTES"),
                 "limit": target.ram_bytes if target else None,
                 "fits": ram_total <= target.ram_bytes if target else None},
         "stack": stack,
         "emulator": ({"flash_size": board.emulator.flash.size, "ram_size": board.emulator.ram.size}
                      if board.emulator else None),
     }
+
+
+def _model_h_defines(model_h: Path) -> dict[str, int]:
+    """The arena sizes model.h states (LUMAMBA_ARENA_BYTES, LUMAMBA_ARENA_LOWER_BOUND_BYTES)."""
+    if not model_h.is_file():
+        return {}
+    text = model_h.read_text(encoding="utf-8")
+    return {k: int(v) for k, v in re.findall(r"#define LUMAMBA_(ARENA_\w*BYTES) (\d+)u", text)}
 
 
 def _needed(d: dict) -> dict[str, int]:
@@ -276,9 +286,12 @@ def format_report(d: dict) -> str:
     lines += [row(k, flash[k]) for k in ("weights", "model_code", "runtime_and_libc", "test_vectors", "total")]
     lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash"), "RAM:"]
     lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack", "total")]
-    lines += [verdict("ram"),
-              f"Stack: worst chain {' -> '.join(stack['worst_chain']) or '(none)'}; "
-              f"interrupt {stack['interrupt']} B"]
+    lines += [verdict("ram")]
+    if ram.get("arena") is not None and ram.get("arena_lower_bound"):
+        lines.append(f"  arena {ram['arena']:,} B planned; lower bound for this schedule {ram['arena_lower_bound']:,} B "
+                     f"(the most bytes alive at once): {ram['arena'] / ram['arena_lower_bound']:.2f}x")
+    lines.append(f"Stack: worst chain {' -> '.join(stack['worst_chain']) or '(none)'}; "
+                 f"interrupt {stack['interrupt']} B")
     if stack["unanalysed_callees"]:
         lines.append(f"  charged {stack['allowance_per_unanalysed_call']} B each (not analysed): "
                      + ", ".join(stack["unanalysed_callees"]))

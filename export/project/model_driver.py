@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen.arena import ALIGN, Lifetime, plan_arena
+from ..codegen.arena import ALIGN, Lifetime, lower_bound, plan_arena
 from ..codegen.cgraph import CGraph
 from ..codegen.graph_c import c_identifier
 from ..codegen.lower import c_type
@@ -65,6 +65,9 @@ class MemoryPlan:
     total: int
     double_buffered: tuple[str, ...]   # manifest buffers that have two copies
     zero_at_start: tuple[str, ...]     # buffers read before anything writes them (zeros, as ORT's runner)
+    # The most bytes alive in one stage, each graph's scratch counted at its own bound: no arena
+    # for this schedule and these graphs can be smaller (the memory report compares).
+    lower_bound: int = 0
 
     def block(self, name: str) -> Block:
         return next(b for b in self.blocks if b.name == name)
@@ -162,7 +165,10 @@ def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPla
     offsets, total = plan_arena([Lifetime(ident, nbytes, start, end) for ident, nbytes, start, end, _ in wanted])
     blocks = sorted((Block(ident, nbytes, start, end, offsets[ident], what) for ident, nbytes, start, end, what in wanted),
                     key=lambda b: (b.offset, b.first, b.name))
-    return MemoryPlan(tuple(blocks), total, tuple(doubled), tuple(zero_at_start))
+    buffers = [Lifetime(ident, nbytes, start, end) for ident, nbytes, start, end, _ in wanted
+               if not ident.startswith("scratch_")]
+    bound = lower_bound(buffers, [calls[stage.graph].cgraph.arena_lower_bound for stage in manifest.schedule])
+    return MemoryPlan(tuple(blocks), total, tuple(doubled), tuple(zero_at_start), bound)
 
 
 # --- C text -------------------------------------------------------------------------------------
@@ -314,6 +320,8 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         "",
         "/* Static RAM the model reserves for activations, recurrent state and scratch. */",
         f"#define LUMAMBA_ARENA_BYTES {plan.total}u",
+        "/* The most bytes this schedule has alive at once: no arena can be smaller. */",
+        f"#define LUMAMBA_ARENA_LOWER_BOUND_BYTES {plan.lower_bound}u",
         "",
         "/* Prepares the static arena; call once before lumamba_infer(). Returns LUMAMBA_OK. */",
         "int lumamba_init(void);",

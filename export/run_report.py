@@ -1,0 +1,53 @@
+"""`report.json`: what one `lumamba-export` run produced, machine-readable, for users' CI.
+
+Keys: `board`, `target` (the real chip checked), `precision`, `macs_per_window` (deployed MACs:
+`lumamba.profile.deployed_macs`), `instructions_per_window` and `instructions_per_mac` (mean of the
+verification windows on the emulated board: QEMU instruction counts, not cycles; null on the host),
+`flash_bytes` (deployable image), `ram_bytes` (static RAM + stack bound), `ram_lower_bound_bytes`
+(the least arena any placement of this schedule needs), `arena_bytes`, `parity` (the verification:
+reference, bit-exact or max abs error, summary) and, for int8, `drift` (drift.json's headline).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+REPORT_JSON = "report.json"
+
+
+def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict, verification=None,
+               drift: dict | None = None) -> dict:
+    """The report of one export (see the module docstring); `verification` is a
+    `lumamba.export.verify.Verification` or None when --no-verify."""
+    insns = int(np.mean(verification.insns)) if verification is not None and verification.insns else None
+    report = {
+        "board": board,
+        "target": memory.get("target"),
+        "precision": precision,
+        "macs_per_window": int(macs_per_window),
+        "instructions_per_window": insns,
+        "instructions_per_mac": round(insns / macs_per_window, 3) if insns else None,
+        "flash_bytes": memory["flash"]["deployable"],
+        "ram_bytes": memory["ram"]["total"],
+        "ram_lower_bound_bytes": memory["ram"].get("arena_lower_bound"),
+        "arena_bytes": memory["ram"].get("arena"),
+        "parity": None if verification is None else {
+            "reference": verification.reference_name, "bit_exact": bool(verification.bit_exact),
+            "max_abs_error": float(verification.max_abs_error), "windows": int(len(verification.logits)),
+            "summary": verification.summary()},
+    }
+    if drift is not None:
+        report["drift"] = {k: drift[k] for k in ("auroc_drift", "label_agreement", "passed", "n_windows")
+                           if k in drift}
+        report["drift"].update(auroc_float=drift["float"]["auroc"], auroc_int8=drift["int8"]["auroc"],
+                               logit_sqnr_db=drift["logits"]["sqnr_db"])
+    return report
+
+
+def write_report(report: dict, directory: str | os.PathLike) -> Path:
+    path = Path(directory) / REPORT_JSON
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return path
