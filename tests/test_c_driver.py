@@ -191,6 +191,13 @@ def test_driver_matches_numpy_loop(synthetic, tmp_path):
     assert err <= TOL
     # a second pass over the same windows gives the same bits: no state leaks between calls
     np.testing.assert_array_equal(model(x[::-1])[::-1], got)
+    # parallel copies of the library (batched scoring) give the same bits, window for window
+    many = np.concatenate([windows(7, seed=2), x])
+    parallel = load_host_c(tmp_path, workers=3)
+    assert parallel.workers == 3
+    np.testing.assert_array_equal(parallel(many).view(np.uint32), model(many).view(np.uint32))
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        load_host_c(tmp_path, workers=0)
 
 
 def test_shared_structure_compiles_once_with_weights_as_arguments(synthetic, tmp_path):

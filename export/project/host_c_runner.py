@@ -81,50 +81,89 @@ def _header_defines(model_h: Path) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"#define LUMAMBA_(\w+) (\d+)u?\b", text)}
 
 
-class HostCModel:
-    """The generated C model in this process: `model(x)` -> logits (B, n_classes)."""
+class _Instance:
+    """One loaded copy of the library: its own static arena, so one thread at a time."""
 
-    def __init__(self, library: str | Path, n_channels: int, n_samples: int, n_classes: int):
+    def __init__(self, library: Path):
+        self.lib = ctypes.CDLL(str(library))
+        self.infer = self.lib.lumamba_infer
+        self.infer.restype = ctypes.c_int
+        self.infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.status_name = self.lib.lumamba_status_name
+        self.status_name.restype = ctypes.c_char_p
+        self.status_name.argtypes = [ctypes.c_int]
+        status = self.lib.lumamba_init()
+        if status != 0:
+            raise RuntimeError(f"lumamba_init() returned {status} ({self.status_name(status).decode()})")
+
+
+def _copies(library: Path, n: int) -> list[Path]:
+    """`library` and n - 1 copies of it: the dynamic loader maps each file once, and the model's
+    arena is static, so parallel callers need one mapped copy each."""
+    paths = [library]
+    for i in range(1, n):
+        copy = library.with_name(f"{library.stem}.{i}{library.suffix}")
+        if not copy.is_file():
+            partial = copy.with_name(copy.name + f".{os.getpid()}.partial")
+            shutil.copyfile(library, partial)
+            os.replace(partial, copy)
+        paths.append(copy)
+    return paths
+
+
+class HostCModel:
+    """The generated C model in this process: `model(x)` -> logits (B, n_classes).
+
+    `workers` copies of the library run a batch in parallel threads (ctypes releases the GIL
+    during each call), e.g. to score an evaluation split with the bit-exact int8 C.
+    """
+
+    def __init__(self, library: str | Path, n_channels: int, n_samples: int, n_classes: int, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.library = Path(library)
         self.n_channels, self.n_samples, self.n_classes = n_channels, n_samples, n_classes
-        self._lib = ctypes.CDLL(str(self.library))
-        self._infer = self._lib.lumamba_infer
-        self._infer.restype = ctypes.c_int
-        self._infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self._status_name = self._lib.lumamba_status_name
-        self._status_name.restype = ctypes.c_char_p
-        self._status_name.argtypes = [ctypes.c_int]
-        status = self._lib.lumamba_init()
-        if status != 0:
-            raise RuntimeError(f"lumamba_init() returned {status} ({self.status_name(status)})")
+        self._instances = [_Instance(path) for path in _copies(self.library, workers)]
+        self._lib = self._instances[0].lib
+
+    @property
+    def workers(self) -> int:
+        return len(self._instances)
 
     def status_name(self, status: int) -> str:
-        return self._status_name(status).decode()
+        return self._instances[0].status_name(status).decode()
 
-    def infer(self, window: np.ndarray, logits: np.ndarray | None = None) -> int:
+    def infer(self, window: np.ndarray, logits: np.ndarray | None = None, instance: int = 0) -> int:
         """Raw `lumamba_infer` on one float32 window (C, T) into `logits`; returns the status."""
         window = np.ascontiguousarray(window, dtype=np.float32)
         if window.size != self.n_channels * self.n_samples:
             raise ValueError(f"window must hold {self.n_channels} x {self.n_samples} samples, got shape {window.shape}")
         out = logits if logits is not None else np.empty(self.n_classes, np.float32)
-        return self._infer(window.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+        return self._instances[instance].infer(window.ctypes.data_as(ctypes.c_void_p),
+                                               out.ctypes.data_as(ctypes.c_void_p))
 
     def __call__(self, x) -> np.ndarray:
         """Logits (B, n_classes) of float32 windows x (B, C, T)."""
         # non-finite samples go through: the driver's own check reports them (NONFINITE_INPUT)
         x = check_windows(x, self.n_channels, self.n_samples, finite=False)
         logits = np.empty((x.shape[0], self.n_classes), np.float32)
-        for b, window in enumerate(x):
-            status = self.infer(window, logits[b])
-            if status != 0:
-                name = self.status_name(status)
-                error = ValueError if name in ("NONFINITE_INPUT", "NONFINITE_OUTPUT") else RuntimeError
-                raise error(f"lumamba_infer() returned {status} ({name}) for window {b}")
+        statuses = np.zeros(x.shape[0], np.int32)
+
+        def run(instance: int) -> None:
+            for b in range(instance, x.shape[0], self.workers):
+                statuses[b] = self.infer(x[b], logits[b], instance)
+
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            list(pool.map(run, range(self.workers)))
+        for b in np.flatnonzero(statuses):
+            name = self.status_name(int(statuses[b]))
+            error = ValueError if name in ("NONFINITE_INPUT", "NONFINITE_OUTPUT") else RuntimeError
+            raise error(f"lumamba_infer() returned {statuses[b]} ({name}) for window {b}")
         return logits
 
 
-def load_host_c(out_dir: str | Path, cc: str = "gcc") -> HostCModel:
-    """The generated C of `out_dir`, built for the host and loaded.
+def load_host_c(out_dir: str | Path, cc: str = "gcc", workers: int = 1) -> HostCModel:
+    """The generated C of `out_dir`, built for the host and loaded (`workers` parallel copies).
 
     `out_dir` is a firmware project (holds model.h) or an ONNX export directory (holds
     manifest.json), whose C is then generated into `out_dir/host_c` first.
@@ -137,7 +176,7 @@ def load_host_c(out_dir: str | Path, cc: str = "gcc") -> HostCModel:
         out = _generate(out)
     defines = _header_defines(out / "model.h")
     library = build_project_library(out, cc)
-    return HostCModel(library, defines["N_CHANNELS"], defines["N_SAMPLES"], defines["N_CLASSES"])
+    return HostCModel(library, defines["N_CHANNELS"], defines["N_SAMPLES"], defines["N_CLASSES"], workers)
 
 
 def _generate(onnx_dir: Path) -> Path:
