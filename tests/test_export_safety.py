@@ -135,7 +135,8 @@ def micro_onnx(tmp_path_factory):
 @pytest.mark.parametrize("field, value, message", [
     ("channel", "C3 */ int pwned; /*", "channel name"),
     ("graph_file", "../../etc/passwd.onnx", "file"),
-    ("n_classes", "2", "n_classes must be a positive integer"),
+    ("n_classes", "2", "n_classes must be an integer"),
+    ("n_samples", 0, r"n_samples must be an integer in \[1, "),
     ("buffer_shape", [1, -5], "must hold positive integers"),
     ("buffer_shape", [1 << 20, 1 << 20], "elements, more than"),
 ])

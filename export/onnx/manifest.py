@@ -153,8 +153,9 @@ class Manifest:
         manifest must not be able to inject code or point outside the export directory."""
         for what, value in (("n_classes", self.n_classes), ("n_samples", self.n_samples),
                             ("n_patches", self.n_patches), ("opset", self.opset), ("ir_version", self.ir_version)):
-            if type(value) is not int or not 0 < value <= MAX_DIM:
-                raise ValueError(f"{what} must be a positive integer <= {MAX_DIM}, got {value!r}")
+            least = 0 if what == "n_classes" else 1     # 0 classes: an encoder-only (pre-training) export
+            if type(value) is not int or not least <= value <= MAX_DIM:
+                raise ValueError(f"{what} must be an integer in [{least}, {MAX_DIM}], got {value!r}")
         if not self.channel_names:
             raise ValueError("channel_names is empty")
         for name in self.channel_names:
