@@ -19,7 +19,7 @@ from lumamba.export.build import check_toolchain
 from lumamba.export.qemu import run_command
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 
-from .kernels_layout import KERNEL_FUNCTIONS, relayout_smlad
+from .kernels_layout import KERNEL_FUNCTIONS, relayout_c4, relayout_smlad
 
 KERNELS_DIR: Path = FIRMWARE_ROOT / "kernels"
 HARNESS = KERNELS_DIR / "harness" / "kernel_harness.c"
@@ -96,7 +96,7 @@ def call_host(lib_path: str | Path, case: GemmCase) -> np.ndarray:
     fn = getattr(lib, KERNEL_FUNCTIONS["c_4x4"])
     m, n, k = case.shape
     y = np.zeros((m, n), np.int8)
-    arrays = [np.ascontiguousarray(case.x, np.int8), np.ascontiguousarray(case.w, np.int8),
+    arrays = [np.ascontiguousarray(case.x, np.int8), relayout_c4(np.asarray(case.w, np.int8)),
               np.ascontiguousarray(case.bias, np.int32), np.ascontiguousarray(case.multiplier, np.int32),
               np.ascontiguousarray(case.shift, np.int32)]
     ptrs = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
@@ -125,15 +125,16 @@ def write_cases_header(cases: list[GemmCase], path: str | Path) -> Path:
             raise ValueError(f"case {i}: bad shapes x {c.x.shape}, w {c.w.shape}")
         parts += [_c_array("int8_t", f"c{i}_x", c.x), _c_array("int8_t", f"c{i}_w", c.w),
                   _c_array("int8_t", f"c{i}_ws", relayout_smlad(np.asarray(c.w, np.int8))),
+                  _c_array("int8_t", f"c{i}_w4", relayout_c4(np.asarray(c.w, np.int8))),
                   _c_array("int32_t", f"c{i}_b", c.bias), _c_array("int32_t", f"c{i}_m", c.multiplier),
                   _c_array("int32_t", f"c{i}_s", c.shift)]
-        rows.append(f"    {{{m}, {n}, {k}, {int(c.y_zero_point)}, c{i}_x, c{i}_w, c{i}_ws, c{i}_b, c{i}_m, c{i}_s}},")
+        rows.append(f"    {{{m}, {n}, {k}, {int(c.y_zero_point)}, c{i}_x, c{i}_w, c{i}_ws, c{i}_w4, c{i}_b, c{i}_m, c{i}_s}},")
     max_y = max(c.shape[0] * c.shape[1] for c in cases)
-    max_buf = max(2 * ((c.shape[2] + 3) & ~3) for c in cases)
+    max_buf = max(4 * (c.shape[2] // 4) for c in cases)
     parts.append(
         "struct lumamba_harness_case {\n"
         "    int32_t m, n, k, y_zero_point;\n"
-        "    const int8_t *x, *w, *w_smlad;\n"
+        "    const int8_t *x, *w, *w_smlad, *w_c4;\n"
         "    const int32_t *bias, *multiplier, *shift;\n};\n\n"
         f"#define LUMAMBA_HARNESS_N_CASES {len(cases)}\n"
         f"#define LUMAMBA_HARNESS_MAX_Y {max_y}\n#define LUMAMBA_HARNESS_MAX_BUF {max_buf}\n\n"

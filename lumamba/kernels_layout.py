@@ -26,9 +26,7 @@ def relayout_smlad(w: np.ndarray) -> np.ndarray:
     that SXTB16 and SXTB16-after-ROR-8 of the group's 32-bit word give the int16 pairs (w[k], w[k+1])
     and (w[k+2], w[k+3]); the last K % 4 weights of a row stay in order.
     """
-    w = np.asarray(w)
-    if w.dtype != np.int8 or w.ndim != 2:
-        raise ValueError(f"relayout_smlad needs (N, K) int8 weights, got {w.dtype} {w.shape}")
+    w = _check(w, "relayout_smlad")
     n, k = w.shape
     full = k - k % 4
     out = w.copy()
@@ -36,11 +34,37 @@ def relayout_smlad(w: np.ndarray) -> np.ndarray:
     return out
 
 
+def relayout_c4(w: np.ndarray) -> np.ndarray:
+    """Weights (N, K) int8 in the layout of lumamba_s8_gemm_4x4_c.
+
+    Each full group of 4 channels g is stored interleaved, w'[g, k, j] = w[4g + j, k] (4K bytes
+    per group), so one pointer with constant offsets reads the 4 weights of a k; the last N % 4
+    channels follow in natural order. Channel c < 4 * (N // 4) thus starts at
+    (c // 4) * 4K + c % 4 with stride 4, a later one at c * K with stride 1.
+    """
+    w = _check(w, "relayout_c4")
+    n, k = w.shape
+    full = n - n % 4
+    head = w[:full].reshape(full // 4, 4, k).transpose(0, 2, 1).reshape(-1)
+    return np.concatenate([head, w[full:].reshape(-1)]).reshape(n, k)
+
+
+def _check(w: np.ndarray, what: str) -> np.ndarray:
+    w = np.asarray(w)
+    if w.dtype != np.int8 or w.ndim != 2:
+        raise ValueError(f"{what} needs (N, K) int8 weights, got {w.dtype} {w.shape}")
+    return w
+
+
 def relayout(form: str, w: np.ndarray) -> np.ndarray:
     """Weights (N, K) int8 in the layout that kernel form ``form`` reads."""
     if form not in KERNEL_FUNCTIONS:
         raise ValueError(f"unknown kernel form {form!r}; known forms: {', '.join(KERNEL_FUNCTIONS)}")
-    return relayout_smlad(w) if form == "smlad_2x2" else np.ascontiguousarray(w, np.int8)
+    if form == "smlad_2x2":
+        return relayout_smlad(w)
+    if form == "c_4x4":
+        return relayout_c4(w)
+    return np.ascontiguousarray(_check(w, "relayout"))
 
 
 def fold_bias_zero_point(w: np.ndarray, bias: np.ndarray, x_zero_point: int) -> np.ndarray:

@@ -17,7 +17,7 @@
  * Forms (one file each):
  *   lumamba_s8_gemm_4x4_c      portable C99, 4x4 register tile (host, RV32, any core)
  *   lumamba_s8_gemm_2x2_smlad  ACLE __smlad/__sxtb16 2x2 tile (Cortex-M4/M33/M55; DSP extension);
- *                              weights in the SMLAD layout, activations widened to int16 in x_buf
+ *                              weights in the SMLAD layout, activations widened to int16 pairs in x_buf
  *   lumamba_s8_gemm_4x2_mve    Helium (MVE) 4x2 tile, vmladavaq (Cortex-M55)
  */
 #ifndef LUMAMBA_KERNELS_H
@@ -33,15 +33,15 @@ void lumamba_s8_gemm_4x4_c(const int8_t *x, const int8_t *w, const int32_t *bias
                            const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
                            int32_t k);
 
-/* Scratch of lumamba_s8_gemm_2x2_smlad: int16 elements x_buf must hold (two tokens, each row
- * padded to a multiple of 4 so that every row starts word-aligned); x_buf must be 4-byte aligned. */
-#define LUMAMBA_S8_GEMM_SMLAD_BUF_LEN(k) (2 * (((k) + 3) & ~3))
+/* Scratch of lumamba_s8_gemm_2x2_smlad, in int32 words: two tokens' activations of the full
+ * groups of 4 (k / 4 groups), widened to int16 pairs (2 words per group). */
+#define LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) (4 * ((k) / 4))
 
 /* w in the SMLAD layout (kernels_layout.relayout_smlad): within each row, every full group of
  * 4 weights k..k+3 is stored as (w[k], w[k+2], w[k+1], w[k+3]); the last k % 4 stay in order. */
 void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *multiplier,
                                const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
-                               int32_t k, int16_t *x_buf);
+                               int32_t k, int32_t *x_buf);
 
 void lumamba_s8_gemm_4x2_mve(const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *multiplier,
                              const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,

@@ -18,7 +18,7 @@
 
 static int8_t s_y[LUMAMBA_HARNESS_MAX_Y];
 #ifdef LUMAMBA_HARNESS_SMLAD
-static int16_t s_x_buf[LUMAMBA_HARNESS_MAX_BUF] __attribute__((aligned(4)));
+static int32_t s_x_buf[LUMAMBA_HARNESS_MAX_BUF + 1];
 #endif
 
 static uint32_t fnv1a(const int8_t *p, int32_t n)
@@ -51,7 +51,7 @@ int main(void)
         (void)insns;
 #ifdef LUMAMBA_HARNESS_C
         lumamba_counter_start();
-        lumamba_s8_gemm_4x4_c(c->x, c->w, c->bias, c->multiplier, c->shift, c->y_zero_point, s_y, c->m, c->n, c->k);
+        lumamba_s8_gemm_4x4_c(c->x, c->w_c4, c->bias, c->multiplier, c->shift, c->y_zero_point, s_y, c->m, c->n, c->k);
         insns = lumamba_counter_read();
         report("c_4x4", i, c, insns);
 #endif
