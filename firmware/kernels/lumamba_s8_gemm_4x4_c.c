@@ -7,7 +7,7 @@
  * time (kernels_layout.relayout_c4: w'[g][k][j] = w[4g + j][k]), so one pointer with constant
  * offsets reads all four: 16 accumulators + 4 activations + 1 weight + 5 pointers + the end fit
  * RV32's registers (with four weight pointers GCC spills). The last n % 4 channels stay in
- * natural order. Leftover tokens (m % 4, a matrix-vector product) take one-output dot products.
+ * natural order. Leftover tokens (m % 4, a matrix-vector product) take 1x4 tiles.
  */
 #include "lumamba_kernels.h"
 #include "lumamba_requant.h"
@@ -26,25 +26,14 @@
         c03 += a0 * b; c13 += a1 * b; c23 += a2 * b; c33 += a3 * b;                                                    \
     } while (0)
 
-/* x . w with w's elements `stride` apart (4 inside an interleaved group, 1 for natural rows). */
-static int32_t dot_s8(const int8_t *x, const int8_t *w, int32_t k, int32_t stride)
+/* x . w over k elements, w a natural row (one of the last n % 4 channels). */
+static int32_t dot_s8(const int8_t *x, const int8_t *w, int32_t k)
 {
     int32_t acc = 0;
     for (int32_t i = 0; i < k; i++) {
-        acc += (int32_t)x[i] * (int32_t)w[i * stride];
+        acc += (int32_t)x[i] * (int32_t)w[i];
     }
     return acc;
-}
-
-/* Where channel c's first weight is, and how far apart its weights are, in the c4 layout. */
-static inline const int8_t *channel(const int8_t *w, int32_t c, int32_t n, int32_t k, int32_t *stride)
-{
-    if (c < (n & ~3)) {
-        *stride = 4;
-        return w + (c >> 2) * 4 * k + (c & 3);
-    }
-    *stride = 1;
-    return w + c * k;
 }
 
 void lumamba_s8_gemm_4x4_c(const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *multiplier,
@@ -79,16 +68,33 @@ void lumamba_s8_gemm_4x4_c(const int8_t *x, const int8_t *w, const int32_t *bias
         }
         for (; c < n; c++) { /* natural rows */
             for (int32_t r = 0; r < 4; r++) {
-                const int32_t acc = dot_s8(x0 + r * k, w + c * k, k, 1) + bias[c];
+                const int32_t acc = dot_s8(x0 + r * k, w + c * k, k) + bias[c];
                 y[(t + r) * n + c] = lumamba_requantize_s8(acc, multiplier[c], shift[c], y_zero_point);
             }
         }
     }
-    for (; t < m; t++) {
-        for (int32_t c = 0; c < n; c++) {
-            int32_t stride;
-            const int8_t *wc = channel(w, c, n, k, &stride);
-            const int32_t acc = dot_s8(x + t * k, wc, k, stride) + bias[c];
+    for (; t < m; t++) { /* leftover tokens, or the only one of a matrix-vector product: 1x4 tiles */
+        const int8_t *xt = x + t * k;
+        int32_t c = 0;
+        for (; c + 4 <= n; c += 4) {
+            int32_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+            const int8_t *q = w + c * k;
+            for (int32_t i = 0; i < k; i++) {
+                const int32_t a = xt[i];
+                d0 += a * q[0];
+                d1 += a * q[1];
+                d2 += a * q[2];
+                d3 += a * q[3];
+                q += 4;
+            }
+            const int32_t acc[4] = {d0, d1, d2, d3};
+            for (int32_t j = 0; j < 4; j++) {
+                y[t * n + c + j] = lumamba_requantize_s8(acc[j] + bias[c + j], multiplier[c + j], shift[c + j],
+                                                         y_zero_point);
+            }
+        }
+        for (; c < n; c++) {
+            const int32_t acc = dot_s8(xt, w + c * k, k) + bias[c];
             y[t * n + c] = lumamba_requantize_s8(acc, multiplier[c], shift[c], y_zero_point);
         }
     }
