@@ -84,6 +84,48 @@ static void dot_1x2(const int32_t *xp, const int8_t *x8, const int8_t *w0, const
     out[1] = a1 + tail_dot(x8, w1, from, k);
 }
 
+/* One group of 4 k of one channel (pointer P, post-increment) into accumulator A, activations in
+ * xl/xh: the weight word is split in place (u -> low pair in ul, high pair in u). */
+#define SMLAD_1X4_ASM_CHANNEL(P, A)                                                                                    \
+    "ldr %[u], [%[" P "]], #4\n"                                                                                      \
+    "sxtb16 %[ul], %[u]\n"                                                                                            \
+    "sxtb16 %[u], %[u], ror #8\n"                                                                                     \
+    "smlad %[" A "], %[xl], %[ul], %[" A "]\n"                                                                        \
+    "smlad %[" A "], %[xh], %[u], %[" A "]\n"
+
+#define SMLAD_1X4_ASM_GROUP                                                                                            \
+    "ldrd %[xl], %[xh], [%[px]], #8\n"                                                                                \
+    SMLAD_1X4_ASM_CHANNEL("p0", "a0") SMLAD_1X4_ASM_CHANNEL("p1", "a1")                                                \
+    SMLAD_1X4_ASM_CHANNEL("p2", "a2") SMLAD_1X4_ASM_CHANNEL("p3", "a3")
+
+/* One token (pairs xp, int8 x8) x four channels w, w + k, w + 2k, w + 3k: the matrix-vector
+ * path. Per group of 4 k: 1 LDRD + 4 LDR + 8 SXTB16 + 8 SMLAD for 16 MACs; no weight reuse, so
+ * the weight loads and splits dominate. */
+__attribute__((noinline)) static void dot_1x4(const int32_t *xp, const int8_t *x8, const int8_t *w, int32_t k,
+                                              int32_t out[4])
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    const int8_t *p0 = w, *p1 = w + k, *p2 = w + 2 * k, *p3 = w + 3 * k;
+    const int32_t *px = xp;
+    int32_t groups = k >> 2;
+    if (groups > 0) {
+        int32_t u, ul, xl, xh;
+        __asm__ volatile("1:\n" SMLAD_1X4_ASM_GROUP
+                         "subs %[n], %[n], #1\n"
+                         "bne 1b\n"
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [p0] "+r"(p0), [p1] "+r"(p1),
+                           [p2] "+r"(p2), [p3] "+r"(p3), [px] "+r"(px), [n] "+r"(groups), [u] "=&r"(u),
+                           [ul] "=&r"(ul), [xl] "=&r"(xl), [xh] "=&r"(xh)
+                         :
+                         : "cc", "memory");
+    }
+    const int32_t from = k & ~3;
+    out[0] = a0 + tail_dot(x8, w, from, k);
+    out[1] = a1 + tail_dot(x8, w + k, from, k);
+    out[2] = a2 + tail_dot(x8, w + 2 * k, from, k);
+    out[3] = a3 + tail_dot(x8, w + 3 * k, from, k);
+}
+
 /* One step of the 2x2 tile, one group of 4 k; ordered so that few values are live at once
  * (4 accumulators, 4 weight pairs, 2 activation words, 2 pointers, k, the end). */
 #define SMLAD_2X2_GROUP()                                                                                              \
@@ -202,7 +244,15 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
         const int8_t *xa8 = x + t * k;
         widen_pairs(xa8, x_buf, groups, 2);
         int8_t *ya = y + t * n;
-        for (int32_t c = 0; c < n; c += 2) {
+        int32_t c = 0;
+        for (; c + 4 <= n; c += 4) {
+            int32_t acc[4];
+            dot_1x4(x_buf, xa8, w + c * k, k, acc);
+            for (int32_t j = 0; j < 4; j++) {
+                store(ya, c + j, acc[j], bias, multiplier, shift, y_zero_point);
+            }
+        }
+        for (; c < n; c += 2) {
             int32_t acc[2];
             const int8_t *w1 = (c + 1 < n) ? w + (c + 1) * k : w + c * k;
             dot_1x2(x_buf, xa8, w + c * k, w1, k, acc);
