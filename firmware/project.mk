@@ -43,7 +43,7 @@ ifdef CHIP
 # the chip's memory map instead of the emulated machine's.
 BOARD_DEFINES := $(filter-out -DLUMAMBA_QEMU_ICOUNT_SHIFT=% -DLUMAMBA_CPU_HZ=%,$(BOARD_DEFINES)) -DLUMAMBA_REAL_CHIP=1
 BOARD_LDFLAGS := $(filter-out -Wl$(comma)--defsym=% --crt0=% --oslib=%,$(BOARD_LDFLAGS)) \
-                 -Wl,-T,$(LUMAMBA_FW)/chips/$(CHIP).ld
+                 -T$(LUMAMBA_FW)/chips/$(CHIP).ld
 BUILD := build/chip-$(CHIP)
 else
 BUILD := build/$(BOARD)

@@ -15,7 +15,7 @@
 #if !defined(LUMAMBA_REAL_CHIP) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
 /* CMSDK APB UART (Arm DDI 0479): mps2-an386 UART0 at 0x40004000; mps3-an547 (Armv8.1-M, boots
  * secure) UART0 at its secure alias 0x59303000. */
-#if defined(__ARM_ARCH_8_1M_MAIN__)
+#if __ARM_ARCH >= 8 /* the Cortex-M55 profile */
 #define UART_BASE 0x59303000u
 #else
 #define UART_BASE 0x40004000u
@@ -117,7 +117,7 @@ WEAK uint32_t lumamba_board_input_overruns(void)
 }
 
 #else
-/* A real chip: no input until a board port overrides these. */: no input until a board port overrides these. */
+/* A real chip: no input until a board port overrides these. */
 WEAK void lumamba_board_input_init(void)
 {
 }

@@ -105,10 +105,12 @@ static int poll_input(void)
         if (event == LUMAMBA_FRAME_CRC_ERROR || event == LUMAMBA_FRAME_HEADER_ERROR) {
             printf("FRAMEERR kind=%s count=%lu\n", event == LUMAMBA_FRAME_CRC_ERROR ? "crc" : "header",
                    (unsigned long)lumamba_frame_parser_errors(&s_parser));
+            fflush(stdout);
         }
         if ((event == LUMAMBA_FRAME_OK || event == LUMAMBA_FRAME_END) && s_parser.gap_frames != 0u) {
             printf("FRAMEGAP seq=%lu frames=%lu filled=%lu\n", (unsigned long)s_parser.gap_seq,
                    (unsigned long)s_parser.gap_frames, (unsigned long)s_parser.filled_instants);
+            fflush(stdout);
         }
         if (event == LUMAMBA_FRAME_END) {
             return 1;
@@ -133,6 +135,7 @@ int main(void)
            (unsigned)LUMAMBA_N_CHANNELS, (unsigned)LUMAMBA_N_SAMPLES, (unsigned)LUMAMBA_STREAM_HOP,
            (unsigned)LUMAMBA_STREAM_SFREQ, (unsigned)LUMAMBA_N_CLASSES,
            float_bits(LUMAMBA_ADC_UV_PER_COUNT), (unsigned long)LUMAMBA_STREAM_RING_INSTANTS);
+    fflush(stdout); /* line records: a host reading a pipe waits for each */
     status = lumamba_init();
     if (status != LUMAMBA_OK) {
         printf("INIT %d %s\n", status, lumamba_status_name(status));
@@ -158,6 +161,7 @@ int main(void)
             }
             ring_overruns += skipped;
             printf("OVERRUN window=%lu skipped=%lu\n", index, skipped);
+            fflush(stdout);
             index += skipped;
             continue;
         }
@@ -186,6 +190,7 @@ int main(void)
                    (unsigned long long)count, overruns_total(ring_overruns),
                    (unsigned long)lumamba_frame_parser_errors(&s_parser),
                    (unsigned long)s_parser.lost_frames);
+            fflush(stdout);
             next_start += LUMAMBA_STREAM_HOP;
             ++index;
             ++decisions;
@@ -195,5 +200,6 @@ int main(void)
            index, decisions,
            (unsigned long)s_parser.frames_ok, (unsigned long)lumamba_frame_parser_errors(&s_parser),
            (unsigned long)s_parser.lost_frames, overruns_total(ring_overruns));
+    fflush(stdout);
     return 0;
 }

@@ -54,7 +54,8 @@ def _filtered(path: Path, data: np.ndarray, names: list[str], sfreq: float, chan
     from lumamba.data.errors import UnusableRecording
     from lumamba.data.preprocess import derive_montage, filter_and_resample
 
-    if all(n in names for n in channels):          # the model's channels as they are
+    if all(n in names for n in channels) or all(_is_bipolar(n) for n in names):
+        # the model's channels as they are (a bipolar file cannot be re-referenced)
         data, names = data[_pick(path, names, channels)], list(channels)
         montage = None
     else:
