@@ -7,16 +7,47 @@
 #   make [BOARD=cortex-m4f|cortex-m55|riscv32|host]   build build/$(BOARD)/lumamba.elf
 #   make run                                          run it (QEMU, or natively for host)
 #   make clean
+#   make demo-app [BOARD=...]                         build build/$(BOARD)/lumamba-demo.elf, the
+#                                                     streaming demo (app/demo_main.c)
+#   make run-demo                                     run it in QEMU with its UART on stdin
+#                                                     (lumamba-stream drives it)
+#   make demo-app CHIP=nrf52840|stm32f407vg|alif-e7-m55|gap9
+#                                                     the demo for a real chip: its linker script
+#                                                     chips/$(CHIP).ld, no semihosting, SysTick
+#                                                     cycles; build/chip-$(CHIP)/lumamba-demo.elf
+#   make flash CHIP=... [PROBE=<uid>]                 flash that image with pyOCD
+#   DEMO_DEFINES="-DLUMAMBA_STREAM_HOP=128 ..."       demo build-time settings (app/demo_main.c)
 #
 # The board files boards/$(BOARD).mk are rendered from lumamba's board profiles (JSON) by
 # lumamba.export.project.build; they set CC, ARCH_CFLAGS, BOARD_DEFINES, BOARD_LDFLAGS, BOARD_LDLIBS,
 # BOARD_SRCS (relative to LUMAMBA_FW) and RUN_CMD (which uses $(ELF)).
 
+ifdef CHIP
+# A real chip: chips/$(CHIP).mk names the board profile whose compiler flags it shares
+# (CHIP_BOARD), its pyOCD target (PYOCD_TARGET) and probe (PROBE_NAME).
+CHIP_MK := $(LUMAMBA_FW)/chips/$(CHIP).mk
+ifeq ($(wildcard $(CHIP_MK)),)
+$(error CHIP=$(CHIP): no $(CHIP_MK); chips with a demo build: $(patsubst $(LUMAMBA_FW)/chips/%.mk,%,$(wildcard $(LUMAMBA_FW)/chips/*.mk)))
+endif
+include $(CHIP_MK)
+override BOARD := $(CHIP_BOARD)
+endif
+
+comma := ,
 BOARD ?= cortex-m4f
 BOARD_MK := $(LUMAMBA_FW)/boards/$(BOARD).mk
 include $(BOARD_MK)
 
+ifdef CHIP
+# No QEMU counter calibration, no semihosting (it would stop a chip without a debugger), and
+# the chip's memory map instead of the emulated machine's.
+BOARD_DEFINES := $(filter-out -DLUMAMBA_QEMU_ICOUNT_SHIFT=% -DLUMAMBA_CPU_HZ=%,$(BOARD_DEFINES)) -DLUMAMBA_REAL_CHIP=1
+BOARD_LDFLAGS := $(filter-out -Wl$(comma)--defsym=% --crt0=% --oslib=%,$(BOARD_LDFLAGS)) \
+                 -T$(LUMAMBA_FW)/chips/$(CHIP).ld
+BUILD := build/chip-$(CHIP)
+else
 BUILD := build/$(BOARD)
+endif
 ELF := $(BUILD)/lumamba.elf
 
 # -ffp-contract=off: no fused multiply-add, so every board rounds after each multiply and
@@ -35,7 +66,13 @@ FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_cou
 MODEL_OBJS := $(MODEL_SRCS:%.c=$(BUILD)/%.o)
 FW_OBJS := $(FW_SRCS:%.c=$(BUILD)/fw/%.o)
 
-.PHONY: all run clean
+DEMO_ELF := $(BUILD)/lumamba-demo.elf
+DEMO_DEFINES ?=
+DEMO_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_counter.c runtime/lumamba_stream.c \
+             app/demo_main.c app/demo_io.c app/demo_stdio.c $(BOARD_SRCS)
+DEMO_OBJS := $(DEMO_SRCS:%.c=$(BUILD)/demo/%.o)
+
+.PHONY: all run clean demo-app run-demo flash
 all: $(ELF)
 
 # Objects depend on the make files too, so that changed flags rebuild them.
@@ -53,7 +90,32 @@ $(ELF): $(MODEL_OBJS) $(FW_OBJS) $(BOARD_MK)
 run: $(ELF)
 	$(RUN_CMD)
 
+# The streaming demo: the model objects plus the demo's own (DEMO_DEFINES apply to these only).
+$(BUILD)/demo/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DEMO_DEFINES) -MMD -MP -c $< -o $@
+
+$(DEMO_ELF): $(MODEL_OBJS) $(DEMO_OBJS) $(BOARD_MK)
+	$(CC) $(filter-out -Wl$(comma)-Map=%,$(LDFLAGS)) -Wl,-Map=$(BUILD)/lumamba-demo.map $(filter %.o,$^) $(BOARD_LDLIBS) -o $@
+
+demo-app: $(DEMO_ELF)
+
+# Samples come in on the first UART (stdin), decisions go out through semihosting (stdout/stderr).
+run-demo: ELF = $(DEMO_ELF)
+run-demo: $(DEMO_ELF)
+	$(subst -serial none,-serial stdio,$(RUN_CMD))
+
+flash: $(DEMO_ELF)
+ifndef CHIP
+	@echo "make flash: name the chip, e.g. make flash CHIP=nrf52840 (chips: $(patsubst $(LUMAMBA_FW)/chips/%.mk,%,$(wildcard $(LUMAMBA_FW)/chips/*.mk)))" >&2; exit 2
+else
+	@command -v pyocd >/dev/null 2>&1 || { echo "make flash: pyocd is not installed; install it with: pip install 'lumamba[flash]' (or pip install pyocd), or flash $(DEMO_ELF) with OpenOCD" >&2; exit 2; }
+	@test -n "$(PYOCD_TARGET)" || { echo "make flash: $(CHIP) has no pyOCD target; flash $(DEMO_ELF) with the vendor's tool ($(PROBE_NAME))" >&2; exit 2; }
+	@pyocd list --probes 2>/dev/null | grep -q '^ *[0-9]' || { echo "make flash: no debug probe found; connect $(PROBE_NAME) to $(CHIP) over USB and try again" >&2; exit 2; }
+	pyocd load --target $(PYOCD_TARGET) $(if $(PROBE),--uid $(PROBE)) $(DEMO_ELF)
+endif
+
 clean:
 	rm -rf build
 
--include $(MODEL_OBJS:.o=.d) $(FW_OBJS:.o=.d)
+-include $(MODEL_OBJS:.o=.d) $(FW_OBJS:.o=.d) $(DEMO_OBJS:.o=.d)

@@ -1,0 +1,5 @@
+# STM32F407VG (Cortex-M4F, 168 MHz) (chips/stm32f407vg.json): the board profile whose compiler flags it shares, its pyOCD
+# target (empty: pyOCD cannot flash it) and the probe `make flash` needs.
+CHIP_BOARD := cortex-m4f
+PYOCD_TARGET := stm32f407vg
+PROBE_NAME := the STM32F4DISCOVERY's on-board ST-LINK/V2 (pyOCD supports it; install the target pack once with: pyocd pack install stm32f407vg)
