@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: on for firmware targets; with --target onnx, compare onnxruntime with PyTorch")
     p.add_argument("--board-profile", metavar="NAME|FILE",
                    help="real chip whose flash and RAM the build must fit: a board name, a chip name "
-                        "(firmware/chips: stm32f407vg) or a JSON file with a \"target\" object (name, flash_bytes, "
+                        "(firmware/chips: nrf52840, stm32f407vg, alif-e7-m55, gap9) or a JSON file with a \"target\" object (name, flash_bytes, "
                         "ram_bytes); default: the board's own (cortex-m: Ambiq Apollo4 Plus)")
     p.add_argument("--no-fit-check", action="store_true",
                    help="keep a project that does not fit the chip (the report still says by how much)")
