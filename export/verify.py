@@ -11,7 +11,7 @@ measured); a wrong weight, state or loop direction moves them by 1e-2 or more.
 Why a relative term: float32 rounding is relative, and on flat windows (all zero, constant, low
 amplitude, dead leads; fixed_windows runs them) the demo model's logits reach 77..105, where one ulp
 is 7.6e-6 and every token is alike, so rounding errors add up instead of cancelling. Measured with
-the bundled demo model (22 channels x 1280 samples; 22 such windows: constants -3..5, noise of
+the bundled demo model (22 channels x 1280 samples; 18 such windows: constants -3..5, noise of
 1e-2..1e-6, dead leads, one live channel, DC offsets): host C vs onnxruntime at most 2.0e-4 on a
 logit of 77 (constant -0.1), 9.9e-5 on 89.2 (all zero), at most 3.3e-6 relative; onnxruntime and
 PyTorch float32 are themselves 6e-5 / 5e-5 off PyTorch float64 there. The bound for a logit of 89

@@ -101,7 +101,7 @@ def test_same_sources_bit_exact_on_host(m4_project):
     out, run = m4_project
     assert run.returncode == 0
     result = verify_int8_on_board(out, "host")
-    assert result.bit_exact and result.logits.shape == (2, 2)
+    assert result.bit_exact and result.logits.shape == (N_WINDOWS, 2)
 
 
 @pytest.mark.slow
