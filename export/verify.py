@@ -1,11 +1,22 @@
 """Check generated C against onnxruntime on fixed windows: on the emulated board or on the host.
 
-Tolerance: max abs error of the logits <= 1e-4 (TOLERANCE). Both sides compute in float32, but
-in a different order (TVM's loop nests vs onnxruntime's blocked kernels) and with different libm
-implementations (picolibc or glibc vs onnxruntime's own exp/erf/tanh), so each op may differ by a
-few ulp. Over the ~100 ops between window and logits, and the recurrences over S tokens, that
-accumulates to about 1e-6..1e-5 on logits of magnitude ~1 (measured: see the tests); a wrong
-weight, state or loop direction moves them by 1e-2 or more.
+Tolerance, per logit: |C - reference| <= TOLERANCE + RELATIVE_TOLERANCE * |reference|, i.e.
+1e-4 absolute on logits of unit scale, plus 1e-5 of the logit's magnitude. Both sides compute in
+float32, but in a different order (TVM's loop nests vs onnxruntime's blocked kernels) and with
+different libm implementations (picolibc or glibc vs onnxruntime's own exp/erf/tanh), so each op
+may differ by a few ulp. Over the ~100 ops between window and logits, and the recurrences over S
+tokens, that accumulates to about 1e-6..1e-5 on logits of magnitude ~1 (random windows: 1e-7..5e-7
+measured); a wrong weight, state or loop direction moves them by 1e-2 or more.
+
+Why a relative term: float32 rounding is relative, and on flat windows (all zero, constant, low
+amplitude, dead leads; fixed_windows runs them) the demo model's logits reach 77..105, where one ulp
+is 7.6e-6 and every token is alike, so rounding errors add up instead of cancelling. Measured with
+the bundled demo model (22 channels x 1280 samples; 18 such windows: constants -3..5, noise of
+1e-2..1e-6, dead leads, one live channel, DC offsets): host C vs onnxruntime at most 2.0e-4 on a
+logit of 77 (constant -0.1), 9.9e-5 on 89.2 (all zero), at most 3.3e-6 relative; onnxruntime and
+PyTorch float32 are themselves 6e-5 / 5e-5 off PyTorch float64 there. The bound for a logit of 89
+is 9.9e-4: the bug it was set against (ONNX InstanceNormalization's long float32 sums, 3.4e-3 on the
+all-zero window, 1.3e-3 on a logit of 23.4) still fails it, as does any real fault.
 
 int8 projects (project.int8_project) are checked against the int8 golden model instead, with no
 tolerance: every logit's float32 bit pattern must be equal (verify_int8_on_board).
@@ -24,7 +35,8 @@ from .project.build import build_project
 from .project.qemu import run_elf
 from .project.test_vectors import fixed_windows, write_test_vectors
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4             # absolute, on logits of unit scale
+RELATIVE_TOLERANCE = 1e-5    # of |reference logit|: float32 rounding on large logits (see above)
 
 
 class VerificationError(RuntimeError):
@@ -49,16 +61,25 @@ class Verification:
             text = f"{self.where}: {len(self.logits)} windows, logits bit-identical to {self.reference_name}"
         else:
             text = (f"{self.where}: {len(self.logits)} windows, max abs error of the logits vs "
-                    f"{self.reference_name} {self.max_abs_error:.2e} (tolerance {TOLERANCE:g})")
+                    f"{self.reference_name} {self.max_abs_error:.2e} (tolerance {TOLERANCE:g} + "
+                    f"{RELATIVE_TOLERANCE:g} |logit|)")
         if self.insns:
             text += f"; {int(np.mean(self.insns)):,} instructions per window"
         return text
 
 
+def allowed_error(reference: np.ndarray, tolerance: float = TOLERANCE,
+                  relative: float = RELATIVE_TOLERANCE) -> np.ndarray:
+    """The largest difference each reference logit admits: tolerance + relative * |reference|."""
+    return tolerance + relative * np.abs(np.asarray(reference, np.float64))
+
+
 def compare(logits: np.ndarray, reference: np.ndarray, where: str, tolerance: float = TOLERANCE,
-            names: tuple[str, str] = ("the generated C", "onnxruntime")) -> float:
-    """Max abs error of `logits` vs `reference`; VerificationError naming the worst window/class.
-    `names` are what computed the logits and the reference, for the message."""
+            names: tuple[str, str] = ("the generated C", "onnxruntime"),
+            relative: float = RELATIVE_TOLERANCE) -> float:
+    """Max abs error of `logits` vs `reference`; VerificationError naming the worst window/class
+    if some logit differs by more than `allowed_error`. `names` are what computed the logits and
+    the reference, for the message."""
     logits, reference = np.asarray(logits, np.float64), np.asarray(reference, np.float64)
     if logits.shape != reference.shape:
         raise VerificationError(f"{where}: logits of shape {logits.shape}, reference {reference.shape}")
@@ -67,10 +88,12 @@ def compare(logits: np.ndarray, reference: np.ndarray, where: str, tolerance: fl
         raise VerificationError(f"{where}: logit {c} of window {w} is {logits[w, c]}")
     diff = np.abs(logits - reference)
     worst = float(diff.max()) if diff.size else 0.0
-    if worst > tolerance:
-        w, c = np.unravel_index(np.argmax(diff), diff.shape)
+    excess = diff - allowed_error(reference, tolerance, relative)
+    if excess.size and excess.max() > 0:
+        w, c = np.unravel_index(np.argmax(excess), diff.shape)
         raise VerificationError(
-            f"{where}: {names[0]} disagrees with {names[1]}: max abs error {worst:.3e} > {tolerance:g} "
+            f"{where}: {names[0]} disagrees with {names[1]}: abs error {diff[w, c]:.3e} > "
+            f"{tolerance:g} + {relative:g} * |{reference[w, c]:.6g}| "
             f"(window {w}, class {c}: {logits[w, c]:.6g} vs {reference[w, c]:.6g})")
     return worst
 

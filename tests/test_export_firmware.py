@@ -32,7 +32,7 @@ from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, mod
 from lumamba.export.project.host_c_runner import load_host_c
 from lumamba.export.onnx.manifest import Manifest
 from lumamba.export.project.memory_report import memory_report
-from lumamba.export.project.test_vectors import fixed_windows
+from lumamba.export.project.test_vectors import N_WINDOWS, fixed_windows
 from lumamba.export.verify import TOLERANCE, verify_on_board
 from toolchain import require_toolchain
 
@@ -148,7 +148,7 @@ def test_micro_on_other_boards(micro_project, board):
     out, _ = micro_project
     result = verify_on_board(out, board, timeout_s=300)
     print(result.summary())
-    assert result.max_abs_error <= TOLERANCE and len(result.insns) == 2 and min(result.insns) > 1_000_000
+    assert result.max_abs_error <= TOLERANCE and len(result.insns) == N_WINDOWS and min(result.insns) > 1_000_000
 
 
 def test_make_rebuilds_without_python(micro_project, tmp_path):
@@ -305,7 +305,7 @@ def test_onnx_target_verifies_against_pytorch(tmp_path, capsys):
     status, stdout, _ = run_cli(["--target", "onnx", *MICRO_ARGS, "--out", str(tmp_path / "onnx"), "--verify"], capsys)
     assert status == 0
     assert (tmp_path / "onnx" / "manifest.json").is_file()
-    m = re.search(r"onnxruntime vs PyTorch: 2 windows, max abs error of the logits vs PyTorch (\S+)", stdout)
+    m = re.search(rf"onnxruntime vs PyTorch: {N_WINDOWS} windows, max abs error of the logits vs PyTorch (\S+)", stdout)
     assert m and float(m.group(1)) <= TOLERANCE
 
 

@@ -5,7 +5,7 @@ in the form the exporter turns into a clean graph: 2-D activations (so every Lin
 Gemm on its own named weight), input-independent work precomputed here (electrode-position
 embedding, the cross-attention queries, A = -exp(A_log)) and no Python control flow.
 
-    Frontend     window (1, C, T)                       -> tokens (S, C, E)
+    Frontend     window (1, C, T)                       -> tokens (S, C, E)   (GroupNorm: `blocked_group_norm`)
     Unify        tokens of one patch (1, C, E)          -> latent (1, Q*E)
     EncoderStep  x_t, acc (1, d), conv/ssm state        -> acc + Mamba(LN(x_t)), state'
     HeadStep     z_t (1, d), acc (1, H), conv/ssm state -> acc + Mamba(GELU(fc1(z_t))), state'
@@ -40,8 +40,53 @@ class Frontend(nn.Module):
         self.register_buffer("position_embedding", position_embedding.detach().clone())  # (C, E)
 
     def forward(self, window: Tensor) -> Tensor:
-        tokens = self.patch_embed(window) + self.freq_embed(window)      # (1, C, S, E)
+        tokens = self._time_path(window) + self.freq_embed(window)       # (1, C, S, E)
         return (tokens[0] + self.position_embedding[:, None, :]).transpose(0, 1)
+
+    def _time_path(self, x: Tensor) -> Tensor:
+        """`TimePatchEmbed.forward` with each GroupNorm as `blocked_group_norm` (same function)."""
+        B, C, T = x.shape
+        P = self.patch_embed.patch_size
+        S = T // P
+        h = x.reshape(B, 1, C * S, P)
+        for layer in self.patch_embed.proj_in:
+            h = blocked_group_norm(layer, h, C, S) if isinstance(layer, nn.GroupNorm) else layer(h)
+        return h.permute(0, 2, 3, 1).reshape(B, C, S, -1)
+
+
+def blocked_group_norm(norm: nn.GroupNorm, x: Tensor, n_channels: int, n_patches: int) -> Tensor:
+    """`norm(x)` for the time path's (1, ch, C*S, W) activations, two-pass, each statistic a mean of
+    means along one axis at a time (W, then S, then C, then the channels of a group).
+
+    Why not ONNX InstanceNormalization: its statistics are one float32 sum over a whole group
+    (2 * C * S * W = 5632 values for 22 channels x 5 s), which onnxruntime and TVM's legalised form
+    (one pass, E[x^2] - E[x]^2) each accumulate differently. On a flat window every value of a
+    group is one of two conv biases, so the rounding errors of a long sum all have the same sign and
+    grow with its length: the tokens were off by 2.6e-5 (onnxruntime) and 2.5e-4 (TVM's C) where
+    PyTorch float32 is off by 2e-6, and the model amplified that to 2.5e-3 / 1.4e-3 on the logits.
+    Sums of at most max(W, S, C) terms, and x - mean before squaring, keep the error near
+    PyTorch's on any window, and every back end runs the same ReduceMean / Sub / Mul / Div ops.
+    Mathematically this is GroupNorm: equal-size blocks make the mean of means the mean.
+    """
+    _, ch, H, W = x.shape
+    G = norm.num_groups
+    if H != n_channels * n_patches or ch % G:
+        raise ValueError(f"blocked_group_norm: activations {tuple(x.shape)} are not (1, ch, C*S, W) "
+                         f"with C={n_channels}, S={n_patches} and {G} groups")
+    g = x.reshape(G, ch // G, n_channels, n_patches, W)
+    mean = _mean_of_means(g)
+    d = g - mean
+    y = (d / torch.sqrt(_mean_of_means(d * d) + norm.eps)).reshape(x.shape)
+    if norm.affine:
+        y = y * norm.weight[:, None, None] + norm.bias[:, None, None]
+    return y
+
+
+def _mean_of_means(g: Tensor) -> Tensor:
+    """Mean over every axis but the first, one axis at a time, last first (keepdim)."""
+    for dim in range(g.ndim - 1, 0, -1):
+        g = g.mean(dim=dim, keepdim=True)
+    return g
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, n_heads: int) -> Tensor:

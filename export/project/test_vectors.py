@@ -9,19 +9,47 @@ import numpy as np
 
 from .build import write_if_changed
 
-N_WINDOWS = 2
+N_RANDOM = 2
+# Windows on which float32 rounding is least random (every token alike, or nearly): the case where
+# the generated C once differed from onnxruntime by 3.4e-3 (see export/onnx/step_modules.py,
+# blocked_group_norm). Every verification runs them after the random ones.
+EDGE_CASES = ("zero", "constant", "low_amplitude", "dead_leads")
+N_WINDOWS = N_RANDOM + len(EDGE_CASES)
 SEED = 1234
 SAMPLE_RATE_HZ = 256.0  # the rate LuMamba's windows are resampled to
+CONSTANT = 0.7          # value of every sample of the "constant" window
+LOW_AMPLITUDE = 1e-4    # standard deviation of the "low_amplitude" window (white noise)
+DEAD_EVERY = 3          # "dead_leads": every third channel (0, 3, 6, ...) is flat zero
 
 
 def fixed_windows(n_channels: int, n_samples: int, n_windows: int = N_WINDOWS) -> np.ndarray:
-    """Deterministic test windows (n_windows, C, T), float32, of unit scale.
+    """Deterministic test windows (n_windows, C, T), float32.
 
-    Window 0 is white Gaussian noise; the others are EEG-like: a few rhythms (delta to beta) per
-    channel with random amplitudes and phases, plus noise. Fixed by SEED, so every run, board
-    and host computes on the same bits.
+    First the random windows of unit scale (n_windows - 4 of them, at least min(n_windows, 2)):
+    window 0 is white Gaussian noise; the others are EEG-like: a few rhythms (delta to beta) per
+    channel with random amplitudes and phases, plus noise. Then, as far as n_windows allows, the
+    EDGE_CASES: all zero, constant CONSTANT, white noise of LOW_AMPLITUDE, and an EEG-like window
+    whose every DEAD_EVERY-th channel is zero. Fixed by SEED, so every run, board and host
+    computes on the same bits; the first two windows are those of earlier versions.
     """
-    rng = np.random.default_rng(SEED)
+    if n_windows < 1:
+        raise ValueError(f"n_windows must be >= 1, got {n_windows}")
+    n_random = max(min(n_windows, N_RANDOM), n_windows - len(EDGE_CASES))
+    windows = _random_windows(np.random.default_rng(SEED), n_channels, n_samples, n_random)
+    edge_rng = np.random.default_rng(SEED + 1)
+    edges = {
+        "zero": lambda: np.zeros((n_channels, n_samples)),
+        "constant": lambda: np.full((n_channels, n_samples), CONSTANT),
+        "low_amplitude": lambda: LOW_AMPLITUDE * edge_rng.standard_normal((n_channels, n_samples)),
+        "dead_leads": lambda: _random_windows(edge_rng, n_channels, n_samples, 2)[1]
+                              * (np.arange(n_channels) % DEAD_EVERY != 0)[:, None],
+    }
+    extra = [edges[name]() for name in EDGE_CASES[:n_windows - n_random]]
+    return np.concatenate([windows, np.asarray(extra).reshape(-1, n_channels, n_samples)]).astype(np.float32)
+
+
+def _random_windows(rng: np.random.Generator, n_channels: int, n_samples: int, n_windows: int) -> np.ndarray:
+    """Window 0 white noise, the others EEG-like rhythms plus noise (float64)."""
     t = np.arange(n_samples) / SAMPLE_RATE_HZ
     windows = rng.standard_normal((n_windows, n_channels, n_samples))
     for w in range(1, n_windows):
@@ -30,7 +58,7 @@ def fixed_windows(n_channels: int, n_samples: int, n_windows: int = N_WINDOWS) -
         phases = rng.uniform(0.0, 2 * np.pi, size=(n_channels, 4, 1))
         rhythms = (amps * np.sin(2 * np.pi * freqs * t + phases)).sum(axis=1)
         windows[w] = rhythms + 0.3 * windows[w]
-    return windows.astype(np.float32)
+    return windows
 
 
 def write_test_vectors(project_dir: str | Path, windows: np.ndarray) -> Path:
