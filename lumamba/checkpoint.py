@@ -22,7 +22,26 @@ PRETRAIN_ONLY = ("decoder_head", "channel_emb")   # dropped when a classifier is
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not match the model; the message lists every offending key."""
+    """A checkpoint that cannot be used: unreadable, bad config metadata, non-finite weights, or keys
+    that do not match the model; the message names the file and the field, tensor or keys."""
+
+
+def _file_config(path: Path, meta: dict) -> LuMambaConfig:
+    """The config stored in the metadata, validated (types, divisibility, size cap) before use."""
+    if "lumamba_config" not in meta:
+        return CONFIGS["tiny"]
+    try:
+        return LuMambaConfig.from_dict(json.loads(meta["lumamba_config"]))
+    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: bad lumamba_config metadata: {e}") from None
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """NaN or inf weights would give NaN logits for every input: refuse them, naming the tensors."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite (NaN or inf) values in {len(bad)} tensor(s): "
+                              f"{', '.join(sorted(bad)[:5])}{' ...' if len(bad) > 5 else ''}")
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], LuMambaConfig]:
@@ -33,10 +52,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], L
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            config = _file_config(path, meta)     # before the tensors: refuse absurd sizes early
             tensors = {k[len(PREFIX):] if k.startswith(PREFIX) else k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    config = LuMambaConfig.from_dict(json.loads(meta["lumamba_config"])) if "lumamba_config" in meta else CONFIGS["tiny"]
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    _check_finite(path, tensors)
     return tensors, config
 
 
@@ -50,6 +72,8 @@ def load_pretrained(path: str | os.PathLike, n_classes: int | None = None,
     Missing, unexpected or mis-shaped keys raise CheckpointError listing them.
     """
     tensors, file_config = read_checkpoint(path)
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 0):
+        raise ValueError(f"n_classes must be an int >= 0, got {n_classes!r}")
     model = LuMamba(config or file_config, n_classes=n_classes or 0)
     if n_classes:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(PRETRAIN_ONLY)}
