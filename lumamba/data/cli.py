@@ -91,8 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"lumamba-data {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lumamba-data {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:   # permission denied, full or read-only disk: nothing half-written is left
+        print(f"lumamba-data {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        again = " (run the same command again to continue)" if args.command in ("prepare", "import") else ""
+        print(f"lumamba-data {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

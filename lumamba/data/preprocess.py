@@ -21,6 +21,10 @@ from .errors import UnusableRecording
 # +-500 uV range is ~0.01 uV, so 0.1 uV separates the two by two orders of magnitude each way.
 FLAT_UV = 0.1
 ZSCORE_EPS = 1e-8
+# Below this rate a recording has no EEG left to model: its Nyquist frequency (50 Hz) must reach the
+# beta and low-gamma bands; 128 Hz corpora pass, 1 Hz or 10 Hz channels (e.g. a mislabelled
+# detector channel) would otherwise be upsampled to 256 Hz without a word.
+MIN_SFREQ = 100.0
 
 Montage = str | Sequence[str] | None  # "tcp", explicit bipolar names, or None (as given)
 
@@ -63,6 +67,16 @@ def check_signals(data: np.ndarray, labels: Sequence[str]) -> None:
     if (std < FLAT_UV).any():
         bad = [f"{labels[i]} (std {std[i]:.3g} uV)" for i in np.flatnonzero(std < FLAT_UV)]
         raise UnusableRecording("flat channel", ", ".join(bad))
+
+
+def check_sfreq(sfreq: float) -> None:
+    """Refuse a sampling rate that is not a number, or too low to hold EEG (see MIN_SFREQ)."""
+    if not (isinstance(sfreq, (int, float)) and np.isfinite(sfreq) and sfreq > 0):
+        raise UnusableRecording("bad sampling rate", f"{sfreq!r} Hz; must be a positive finite number")
+    if sfreq < MIN_SFREQ:
+        raise UnusableRecording("sampling rate too low",
+                                f"{sfreq:g} Hz; the pipeline needs at least {MIN_SFREQ:g} Hz (it band-passes "
+                                f"0.1-75 Hz and resamples to 256 Hz; nothing above {sfreq / 2:g} Hz was recorded)")
 
 
 def resampled_length(n_samples: int, sfreq: float, target: float) -> int:
@@ -137,6 +151,7 @@ def preprocess(data: np.ndarray, channels: Sequence[str], sfreq: float, montage:
     written in the source file.
     """
     data = np.asarray(data, dtype=np.float64)
+    check_sfreq(sfreq)
     check_signals(data, list(labels) if labels is not None else list(channels))
     n_out = resampled_length(data.shape[1], sfreq, config.sfreq)
     if n_out < config.window_samples:
