@@ -18,6 +18,7 @@ from .config import CONFIGS, LuMambaConfig
 from .model import LuMamba
 
 PREFIX = "model."
+PREPROCESS_KEY = "lumamba_preprocess"   # metadata: how the model's input windows were normalised
 PRETRAIN_ONLY = ("decoder_head", "channel_emb")   # dropped when a classifier is built from a pre-training file
 
 
@@ -62,6 +63,28 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], L
     return tensors, config
 
 
+def read_preprocess(path: str | os.PathLike) -> dict:
+    """The input normalisation a checkpoint was trained with (metadata `lumamba_preprocess`; files
+    without it, the published ones included, were trained on z-scored windows)."""
+    from .data.normalise import check_normalisation, spec
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if PREPROCESS_KEY not in meta:
+        return spec("zscore")
+    try:
+        pre = json.loads(meta[PREPROCESS_KEY])
+        if not isinstance(pre, dict):
+            raise ValueError("not a JSON object")
+        check_normalisation(pre.get("normalisation"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: bad {PREPROCESS_KEY} metadata: {e}") from None
+    return pre
+
+
 def load_pretrained(path: str | os.PathLike, n_classes: int | None = None,
                     config: LuMambaConfig | None = None) -> LuMamba:
     """Load a checkpoint in the published layout, strictly.
@@ -90,6 +113,7 @@ def load_pretrained(path: str | os.PathLike, n_classes: int | None = None,
                                      ("shape mismatches", wrong)) if keys]
         raise CheckpointError(f"{path} does not match LuMamba(n_classes={n_classes or 0}):\n  " + "\n  ".join(parts))
     model.load_state_dict(tensors, strict=False)
+    model.preprocess = read_preprocess(path)
     return model
 
 
@@ -102,7 +126,10 @@ def save_checkpoint(model: LuMamba, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(sd, tmp, metadata={"lumamba_config": json.dumps(model.config.to_dict(), sort_keys=True)})
+        meta = {"lumamba_config": json.dumps(model.config.to_dict(), sort_keys=True)}
+        if getattr(model, "preprocess", None):
+            meta[PREPROCESS_KEY] = json.dumps(model.preprocess, sort_keys=True)
+        save_file(sd, tmp, metadata=meta)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

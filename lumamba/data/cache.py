@@ -171,6 +171,9 @@ def _check_settings(out_dir: Path, montage: Montage, config: PreprocessConfig) -
         montage = list(montage)
     settings = {"format": CACHE_FORMAT, "config": config.to_dict(), "montage": montage}
     existing = _read_json(out_dir / "cache.json")
+    if existing is not None and isinstance(existing.get("config"), dict):
+        # Caches made before these settings existed were z-scored, uncropped.
+        existing["config"] = {"normalisation": "zscore", "fit_patch": None, **existing["config"]}
     if existing is None:
         _write_json(out_dir / "cache.json", settings)
     elif existing != settings:

@@ -32,6 +32,7 @@ def _metrics(args: argparse.Namespace) -> int:
         print(f"error: split {args.split!r} of {args.data} is empty", file=sys.stderr)
         return 2
     model = load_pretrained(args.checkpoint, n_classes=args.n_classes)
+    check_same_normalisation(args.checkpoint, model, args.data, dataset)
     metrics = evaluate_split(model, dataset, args.out, args.split, batch_size=args.batch_size,
                              device=resolve_device(args.device), progress=not args.no_progress,
                              extra={"checkpoint": str(args.checkpoint), "data": str(args.data)})
@@ -55,6 +56,16 @@ def read_history(path: str | Path) -> list[dict]:
     if not history:
         raise ValueError(f"--history {path}: no epochs recorded yet")
     return history
+
+
+def check_same_normalisation(checkpoint, model, data, dataset) -> None:
+    """Scores are meaningless when the data are normalised differently from the training data."""
+    from ..train.data import data_normalisation
+    trained = (getattr(model, "preprocess", None) or {}).get("normalisation", "zscore")
+    given = data_normalisation(dataset)
+    if trained != given:
+        raise ValueError(f"--checkpoint {checkpoint} was trained on {trained}-normalised windows but --data {data} "
+                         f"holds {given}-normalised ones; prepare the data with --normalisation {trained}")
 
 
 def _curves(args: argparse.Namespace) -> int:

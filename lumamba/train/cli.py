@@ -91,6 +91,7 @@ def run(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool
         test_set = open_split(cfg.data, "test", **split) if cfg.task == "finetune" else None
         torch.manual_seed(cfg.seed)                  # model init
         model = build_model(cfg)
+        model.preprocess = _input_normalisation(cfg, model, train_set)
         if ctx.is_main:
             if overwrite:
                 clear_run_dir(out)
@@ -106,6 +107,22 @@ def run(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool
         return summary
     finally:
         shutdown()
+
+
+def _input_normalisation(cfg: TrainConfig, model, train_set) -> dict:
+    """The data's normalisation, recorded with the model; a change from the --init checkpoint's is
+    allowed (fine-tuning adapts) but said."""
+    import logging
+
+    from ..data.normalise import spec
+    from .data import data_normalisation
+
+    norm = data_normalisation(train_set)
+    before = (getattr(model, "preprocess", None) or {}).get("normalisation")
+    if cfg.init and before and before != norm:
+        logging.getLogger(__name__).warning("%s was trained on %s-normalised windows, %s holds %s-normalised ones",
+                                            cfg.init, before, cfg.data, norm)
+    return spec(norm)
 
 
 def _score_best(cfg: TrainConfig, out: Path, weights: Path, splits: dict, device) -> dict:
