@@ -99,6 +99,18 @@ def windows_from_edf(path: str | os.PathLike, ch_names: Sequence[str], montage: 
                       labels=signals.labels)
 
 
+def with_reference(signals: Signals, reference: str | None) -> Signals:
+    """Name each channel after its reference: electrode ``A1`` recorded against ``CZ`` is the
+    derivation ``A1-CZ`` (the model places it between the two electrodes)."""
+    if not reference:
+        return signals
+    ref = canonical_electrode(reference)
+    if ref in signals.channels:
+        raise ValueError(f"channel {ref} is the reference itself (a flat line); leave it out")
+    return Signals(data=signals.data, channels=[f"{c}-{ref}" for c in signals.channels], labels=signals.labels,
+                   sfreq=signals.sfreq, age=signals.age)
+
+
 @dataclass
 class Recording:
     """One recording of another corpus, for :func:`prepare_recordings`.
@@ -117,6 +129,7 @@ class Recording:
     path: str | None = None
     unit: str = "uV"
     official_set: str = "train"
+    reference: str | None = None   # the electrode the channels are referenced to: "A1" -> "A1-CZ"
     _fingerprint: str | list | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,8 +158,10 @@ class Recording:
 
     def load(self) -> Signals:
         if self.path is not None:
-            return read_edf(self.path, electrodes=self.ch_names, optional=())
-        return _array_signals(self.data, self.ch_names, self.sfreq, self.unit, self.source)
+            signals = read_edf(self.path, electrodes=self.ch_names, optional=())
+        else:
+            signals = _array_signals(self.data, self.ch_names, self.sfreq, self.unit, self.source)
+        return with_reference(signals, self.reference)
 
     def metadata(self) -> dict:
         fp = self._fingerprint   # None for EDF files: the cache hashes the file's content

@@ -89,6 +89,9 @@ def run(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool
             raise ConfigError(f"{cfg.data}: the train split is empty")
         val_set = open_split(cfg.data, "val", **split)
         test_set = open_split(cfg.data, "test", **split) if cfg.task == "finetune" else None
+        if len(train_set) < cfg.batch_size:          # before --overwrite deletes anything
+            raise ConfigError(f"{cfg.data}: only {len(train_set)} training windows for a batch of {cfg.batch_size}; "
+                              f"lower it with --set batch_size={max(1, len(train_set))}")
         torch.manual_seed(cfg.seed)                  # model init
         model = build_model(cfg)
         model.preprocess = _input_normalisation(cfg, model, train_set)
