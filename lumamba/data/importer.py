@@ -110,7 +110,7 @@ def _load_arrays(path: Path, channels: Sequence[str] | None, sfreq: float | None
         raise FileNotFoundError(f"--arrays {path}: file not found")
     try:
         loaded = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except Exception as e:  # zipfile.BadZipFile, pickle refusal, EOF
         raise ValueError(f"--arrays {path}: not a readable .npy/.npz file ({' '.join(str(e).split())})") from None
     if isinstance(loaded, np.ndarray):
         data = loaded
@@ -203,7 +203,7 @@ def plan_import(table: str | Path, *, arrays: str | Path | None = None, channels
 def _load_recording(path: Path, sfreq: float | None, where: str):
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except Exception as e:  # zipfile.BadZipFile, pickle refusal, EOF
         raise ValueError(f"{where}: {path}: not a readable .npy/.npz file ({e})") from None
     channels = None
     if not isinstance(loaded, np.ndarray):

@@ -80,7 +80,7 @@ def open_split(path: str | os.PathLike, split: str, *, seed: int = 0, val_fracti
             raise FileNotFoundError(f"data file not found: {path}")
         try:
             f = np.load(path)
-        except (ValueError, OSError, EOFError) as e:
+        except Exception as e:  # zipfile.BadZipFile, pickle refusal, EOF
             raise ValueError(f"{path}: not a readable .npz file ({' '.join(str(e).split())})") from None
         with f:
             missing = {"x", "y", "channels", "split"} - set(f.files)
@@ -90,7 +90,7 @@ def open_split(path: str | os.PathLike, split: str, *, seed: int = 0, val_fracti
                 keep = f["split"] == split
                 x, y, names = f["x"][keep], f["y"][keep], [str(c) for c in f["channels"]]
                 norm = str(f["normalisation"]) if "normalisation" in f.files else "zscore"
-            except (ValueError, IndexError, OSError, EOFError) as e:
+            except Exception as e:  # a damaged member: zlib, CRC, shape errors
                 raise ValueError(f"{path}: corrupt or inconsistent arrays ({' '.join(str(e).split())})") from None
         if channels:
             unknown = [c for c in channels if c not in names]
