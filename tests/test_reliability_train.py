@@ -124,9 +124,10 @@ def test_existing_run_is_not_overwritten_without_a_flag(run_dir, data, capsys):
     assert (run_dir / "best.safetensors").read_bytes() == before
 
 
-def test_overwrite_replaces_the_run_and_keeps_other_files(data, tmp_path, capsys):
+def test_overwrite_replaces_the_run_and_keeps_other_files(run_dir, data, tmp_path, capsys):
+    import shutil
     out = tmp_path / "ft"
-    assert train_main(_finetune(data, out)) == 0
+    shutil.copytree(run_dir, out)
     (out / "notes.txt").write_text("mine")
     (out / "history.json").write_text("[]")
     assert train_main(_finetune(data, out, "--overwrite")) == 0
