@@ -160,6 +160,13 @@ def _pool_context():
     return get_context("fork" if "fork" in get_all_start_methods() else None)
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool and prints one line (a terminal's
+    SIGINT reaches the whole process group: each worker would print its own traceback)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _remove_entry(out_dir: Path, key: str) -> None:
     # Metadata first: without it the array is an orphan, never a complete-looking entry.
     (out_dir / "windows" / f"{key}.json").unlink(missing_ok=True)
@@ -260,7 +267,7 @@ def prepare_cache(jobs: Iterable[CacheJob], out: str | os.PathLike, *, montage: 
                 finish(_process(job, str(out_dir), montage, config, fingerprints[job.key]))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_ignore_sigint) as pool:
                 futures = [pool.submit(_process, job, str(out_dir), montage, config, fingerprints[job.key])
                            for job in pending]
                 try:
