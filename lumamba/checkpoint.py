@@ -18,11 +18,31 @@ from .config import CONFIGS, LuMambaConfig
 from .model import LuMamba
 
 PREFIX = "model."
+PREPROCESS_KEY = "lumamba_preprocess"   # metadata: how the model's input windows were normalised
 PRETRAIN_ONLY = ("decoder_head", "channel_emb")   # dropped when a classifier is built from a pre-training file
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not match the model; the message lists every offending key."""
+    """A checkpoint that cannot be used: unreadable, bad config metadata, non-finite weights, or keys
+    that do not match the model; the message names the file and the field, tensor or keys."""
+
+
+def _file_config(path: Path, meta: dict) -> LuMambaConfig:
+    """The config stored in the metadata, validated (types, divisibility, size cap) before use."""
+    if "lumamba_config" not in meta:
+        return CONFIGS["tiny"]
+    try:
+        return LuMambaConfig.from_dict(json.loads(meta["lumamba_config"]))
+    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: bad lumamba_config metadata: {e}") from None
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """NaN or inf weights would give NaN logits for every input: refuse them, naming the tensors."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite (NaN or inf) values in {len(bad)} tensor(s): "
+                              f"{', '.join(sorted(bad)[:5])}{' ...' if len(bad) > 5 else ''}")
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], LuMambaConfig]:
@@ -33,11 +53,36 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], L
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            config = _file_config(path, meta)     # before the tensors: refuse absurd sizes early
             tensors = {k[len(PREFIX):] if k.startswith(PREFIX) else k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    config = LuMambaConfig.from_dict(json.loads(meta["lumamba_config"])) if "lumamba_config" in meta else CONFIGS["tiny"]
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    _check_finite(path, tensors)
     return tensors, config
+
+
+def read_preprocess(path: str | os.PathLike) -> dict:
+    """The input normalisation a checkpoint was trained with (metadata `lumamba_preprocess`; files
+    without it, the published ones included, were trained on z-scored windows)."""
+    from .normalise import check_normalisation, spec
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if PREPROCESS_KEY not in meta:
+        return spec("zscore")
+    try:
+        pre = json.loads(meta[PREPROCESS_KEY])
+        if not isinstance(pre, dict):
+            raise ValueError("not a JSON object")
+        check_normalisation(pre.get("normalisation"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: bad {PREPROCESS_KEY} metadata: {e}") from None
+    return pre
 
 
 def load_pretrained(path: str | os.PathLike, n_classes: int | None = None,
@@ -50,6 +95,8 @@ def load_pretrained(path: str | os.PathLike, n_classes: int | None = None,
     Missing, unexpected or mis-shaped keys raise CheckpointError listing them.
     """
     tensors, file_config = read_checkpoint(path)
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 0):
+        raise ValueError(f"n_classes must be an int >= 0, got {n_classes!r}")
     model = LuMamba(config or file_config, n_classes=n_classes or 0)
     if n_classes:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(PRETRAIN_ONLY)}
@@ -66,6 +113,7 @@ def load_pretrained(path: str | os.PathLike, n_classes: int | None = None,
                                      ("shape mismatches", wrong)) if keys]
         raise CheckpointError(f"{path} does not match LuMamba(n_classes={n_classes or 0}):\n  " + "\n  ".join(parts))
     model.load_state_dict(tensors, strict=False)
+    model.preprocess = read_preprocess(path)
     return model
 
 
@@ -78,7 +126,10 @@ def save_checkpoint(model: LuMamba, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(sd, tmp, metadata={"lumamba_config": json.dumps(model.config.to_dict(), sort_keys=True)})
+        meta = {"lumamba_config": json.dumps(model.config.to_dict(), sort_keys=True)}
+        if getattr(model, "preprocess", None):
+            meta[PREPROCESS_KEY] = json.dumps(model.preprocess, sort_keys=True)
+        save_file(sd, tmp, metadata=meta)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

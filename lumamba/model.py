@@ -33,6 +33,8 @@ class LuMamba(nn.Module):
         super().__init__()
         c = self.config = config
         self.n_classes = n_classes
+        # Input normalisation recorded in checkpoints (lumamba.normalise.spec); set by training/loading.
+        self.preprocess: dict | None = None
         E = c.embed_dim
         self.patch_embed = TimePatchEmbed(E, c.patch_size)
         self.freq_embed = FrequencyEmbed(E, c.patch_size)

@@ -16,8 +16,11 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:                      # a full disk leaves no orphan temporary file
+        tmp.unlink(missing_ok=True)
     return path
 
 

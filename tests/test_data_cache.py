@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import os
 import shutil
 from pathlib import Path
 
@@ -168,17 +169,27 @@ def test_interrupted_run_leaves_no_entry_and_resumes(corpus, prepared, tmp_path,
 
 
 def test_changed_source_is_preprocessed_again(corpus, tmp_path):
+    """The fingerprint is the content: an edit that keeps size and mtime is seen, a touch is not."""
     files, _ = find_tuab_files(corpus)
     files = [f for f in files if not f.subject.startswith("zzz")][:2]
     prepare_cache(files, tmp_path, workers=1, progress=False)
+    path = files[0].path
     copy = tmp_path / "copy.edf"
-    shutil.copy(files[0].path, copy)
-    files[0].path.touch()  # new mtime: the cache entry is stale
+    shutil.copy2(path, copy)
+    stat = path.stat()
     try:
-        summary = prepare_cache(files, tmp_path, workers=1, progress=False)
+        path.touch()  # new mtime, same content: the entry is still good
+        touched = prepare_cache(files, tmp_path, workers=1, progress=False)
+        content = bytearray(copy.read_bytes())
+        content[-2] ^= 0x01  # one sample changes; size and mtime are kept
+        path.write_bytes(bytes(content))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+        edited = prepare_cache(files, tmp_path, workers=1, progress=False)
     finally:
-        shutil.copystat(copy, files[0].path)
-    assert (summary.processed, summary.already_done) == (1, 1)
+        shutil.copy2(copy, path)
+    assert (touched.processed, touched.already_done) == (0, 2)
+    assert (edited.processed, edited.already_done) == (1, 1)
 
 
 def test_other_settings_need_another_cache(corpus, prepared):

@@ -102,11 +102,14 @@ def test_prepare_recordings_skips_bad_ones_and_makes_a_dataset(tmp_path, caplog)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "skipped <array p02-a>: non-finite samples: channel(s) T7",
-        f"skipped {tmp_path}/missing.edf: unreadable: FileNotFoundError: [Errno 2] No such file "
-        f"or directory: '{tmp_path}/missing.edf'",
+        f"skipped {tmp_path}/missing.edf: read error: FileNotFoundError: No such file or directory "
+        f"(not remembered: fix the access or the disk and run prepare again; it will be retried)",
+        "1 file(s) could not be read (see above): they are not remembered as rejected; run prepare again "
+        "once they are readable",
     ]
+    assert not (tmp_path / "cache" / "rejected" / "p04-a.json").exists()   # a read error is not cached
     assert (summary.processed, dict(summary.skipped)) == (2, {"non-finite samples": 1,
-                                                              "unreadable": 1})
+                                                              "read error": 1})
     index = load_index(tmp_path / "cache")
     assert [(r["key"], r["n_windows"]) for r in index["files"]] == [("p01-a", 2), ("p03-a", 3)]
     test = WindowDataset(tmp_path / "cache", "test")

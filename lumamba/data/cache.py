@@ -16,6 +16,7 @@ which the next run ignores or cleans up, never an entry that looks complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -68,19 +69,24 @@ class PrepareSummary:
                 f"{self.windows} windows in the cache")
 
 
-def fingerprint(path: str | os.PathLike) -> list[int]:
-    """Size and modification time: a changed source file is preprocessed again."""
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
+def fingerprint(path: str | os.PathLike) -> list:
+    """Size and SHA-256 of the content: a changed source file is preprocessed again, even when an
+    edit kept its size and modification time (hashing reads the file: about 1 GB/s)."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return [os.stat(path).st_size, "sha256:" + digest[:32]]
 
 
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:                      # an error (e.g. a full disk) leaves no orphan temporary file
+        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -94,26 +100,43 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _job_fingerprint(job: CacheJob) -> list | None:
+# Errors of the moment (permissions, a vanished mount, an I/O error), not of the file's content: they
+# are reported but never remembered as a rejection, so the next run reads the file again.
+TRANSIENT_ERRORS = ("PermissionError", "FileNotFoundError", "TimeoutError", "InterruptedError",
+                    "BlockingIOError", "OSError", "ConnectionError")
+
+
+def _job_fingerprint(job: CacheJob) -> list | str | None:
+    """The job's own fingerprint (arrays: a hash of the data), else its source file's; None when the
+    file cannot be read now (the worker then reports why)."""
     meta_fp = job.metadata().get("fingerprint")
     if meta_fp is not None:
         return meta_fp
-    return fingerprint(job.source) if os.path.exists(job.source) else None
+    try:
+        return fingerprint(job.source) if os.path.exists(job.source) else None
+    except OSError:
+        return None
 
 
-def _process(job: CacheJob, out: str, montage: Montage, config: PreprocessConfig) -> dict:
+def _process(job: CacheJob, out: str, montage: Montage, config: PreprocessConfig,
+             fp: list | str | None = None) -> dict:
     """Worker: read, preprocess and write one recording; returns its index record."""
     out_dir = Path(out)
     record = {"key": job.key, **job.metadata(), "source": job.source}
-    record.setdefault("fingerprint", _job_fingerprint(job))
+    record["fingerprint"] = fp if fp is not None else _job_fingerprint(job)
     try:
         signals = job.load()
         windows = preprocess(signals.data, signals.channels, signals.sfreq, montage, config,
                              labels=signals.labels)
     except UnusableRecording as exc:
         record.update(reason=exc.reason, detail=exc.detail)
+    except OSError as exc:  # permission, I/O: the file may be fine on the next run
+        record.update(reason="read error", detail=f"{type(exc).__name__}: {exc.strerror or exc}",
+                      transient=True)
     except Exception as exc:  # a reader error on a damaged file must not stop the run
         record.update(reason="unreadable", detail=f"{type(exc).__name__}: {exc}")
+    if record.get("transient"):
+        return record            # not cached: an earlier good entry stays, the next run retries
     if "reason" in record:
         _remove_entry(out_dir, job.key)
         _write_json(out_dir / "rejected" / f"{job.key}.json", record)
@@ -137,6 +160,13 @@ def _pool_context():
     return get_context("fork" if "fork" in get_all_start_methods() else None)
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool and prints one line (a terminal's
+    SIGINT reaches the whole process group: each worker would print its own traceback)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _remove_entry(out_dir: Path, key: str) -> None:
     # Metadata first: without it the array is an orphan, never a complete-looking entry.
     (out_dir / "windows" / f"{key}.json").unlink(missing_ok=True)
@@ -148,6 +178,9 @@ def _check_settings(out_dir: Path, montage: Montage, config: PreprocessConfig) -
         montage = list(montage)
     settings = {"format": CACHE_FORMAT, "config": config.to_dict(), "montage": montage}
     existing = _read_json(out_dir / "cache.json")
+    if existing is not None and isinstance(existing.get("config"), dict):
+        # Caches made before these settings existed were z-scored, uncropped.
+        existing["config"] = {"normalisation": "zscore", "fit_patch": None, **existing["config"]}
     if existing is None:
         _write_json(out_dir / "cache.json", settings)
     elif existing != settings:
@@ -155,8 +188,15 @@ def _check_settings(out_dir: Path, montage: Montage, config: PreprocessConfig) -
                          f"use another --out directory")
 
 
+def _cached_rejection_is_transient(record: dict) -> bool:
+    """Rejections written by older versions for errors of the moment (e.g. PermissionError)."""
+    return record.get("reason") == "unreadable" and str(record.get("detail", "")).startswith(TRANSIENT_ERRORS)
+
+
 def _log_skip(record: dict, cached: bool = False) -> None:
     note = " (unchanged since an earlier run)" if cached else ""
+    if record.get("transient"):
+        note = " (not remembered: fix the access or the disk and run prepare again; it will be retried)"
     log.warning("skipped %s: %s: %s%s", record["source"], record["reason"], record["detail"], note)
 
 
@@ -195,14 +235,16 @@ def prepare_cache(jobs: Iterable[CacheJob], out: str | os.PathLike, *, montage: 
 
     records: dict[str, dict] = {}
     pending: list[CacheJob] = []
+    fingerprints: dict[str, list | str | None] = {}
     for job in jobs:
-        fp = _job_fingerprint(job)
+        fp = fingerprints[job.key] = _job_fingerprint(job)
         done = _read_json(out_dir / "windows" / f"{job.key}.json")
         rejected = _read_json(out_dir / "rejected" / f"{job.key}.json")
         if done is not None and done.get("fingerprint") == fp and (out_dir / done["file"]).exists():
             records[job.key] = done
             summary.already_done += 1
-        elif rejected is not None and rejected.get("fingerprint") == fp and not retry_rejected:
+        elif (rejected is not None and rejected.get("fingerprint") == fp and fp is not None and not retry_rejected
+              and not _cached_rejection_is_transient(rejected)):
             records[job.key] = rejected
             _log_skip(rejected, cached=True)
             summary.skipped[rejected["reason"]] += 1
@@ -222,11 +264,11 @@ def prepare_cache(jobs: Iterable[CacheJob], out: str | os.PathLike, *, montage: 
                         disable=not progress) as bar:
         if workers <= 1 or len(pending) <= 1:
             for job in pending:
-                finish(_process(job, str(out_dir), montage, config))
+                finish(_process(job, str(out_dir), montage, config, fingerprints[job.key]))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-                futures = [pool.submit(_process, job, str(out_dir), montage, config)
+            with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_ignore_sigint) as pool:
+                futures = [pool.submit(_process, job, str(out_dir), montage, config, fingerprints[job.key])
                            for job in pending]
                 try:
                     for future in as_completed(futures):
@@ -238,6 +280,9 @@ def prepare_cache(jobs: Iterable[CacheJob], out: str | os.PathLike, *, montage: 
 
     ordered = [records[k] for k in keys]
     files = [r for r in ordered if "reason" not in r]
+    if summary.skipped.get("read error"):
+        log.warning("%d file(s) could not be read (see above): they are not remembered as rejected; "
+                    "run prepare again once they are readable", summary.skipped["read error"])
     summary.windows = sum(r["n_windows"] for r in files)
     _write_json(out_dir / "index.json", {
         "format": CACHE_FORMAT, "config": config.to_dict(),

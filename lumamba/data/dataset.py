@@ -38,6 +38,8 @@ class WindowDataset(Dataset):
             raise ValueError(f"unknown split(s) {sorted(unknown)}; choose from {SPLITS}")
         index = load_index(self.cache)
         self.sfreq = float(index["config"]["sfreq"])
+        # How the windows were normalised (caches older than the choice were z-scored).
+        self.normalisation = index["config"].get("normalisation", "zscore")
         files = index["files"]
         splits = assign_splits(files, val_fraction, seed)
         self.files: list[dict] = []

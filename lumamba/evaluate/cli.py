@@ -20,12 +20,19 @@ def _metrics(args: argparse.Namespace) -> int:
     from ..train.distributed import resolve_device
     from .report import evaluate_split
 
+    if args.n_classes < 2:
+        raise ValueError(f"--n-classes {args.n_classes}: must be >= 2")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction {args.val_fraction}: must be in [0, 1)")
     dataset = open_split(args.data, args.split, seed=args.seed, val_fraction=args.val_fraction,
                          channels=args.channels.split(",") if args.channels else None)
     if dataset is None:
         print(f"error: split {args.split!r} of {args.data} is empty", file=sys.stderr)
         return 2
     model = load_pretrained(args.checkpoint, n_classes=args.n_classes)
+    check_same_normalisation(args.checkpoint, model, args.data, dataset)
     metrics = evaluate_split(model, dataset, args.out, args.split, batch_size=args.batch_size,
                              device=resolve_device(args.device), progress=not args.no_progress,
                              extra={"checkpoint": str(args.checkpoint), "data": str(args.data)})
@@ -33,10 +40,37 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_history(path: str | Path) -> list[dict]:
+    """A run's history.json: a list of per-epoch objects with `epoch` and `train_loss`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--history {path}: file not found")
+    try:
+        history = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--history {path}: not JSON ({e})") from None
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r and "train_loss" in r
+                                                for r in history):
+        raise ValueError(f"--history {path}: expected a list of per-epoch objects with 'epoch' and "
+                         f"'train_loss' (a run's history.json)")
+    if not history:
+        raise ValueError(f"--history {path}: no epochs recorded yet")
+    return history
+
+
+def check_same_normalisation(checkpoint, model, data, dataset) -> None:
+    """Scores are meaningless when the data are normalised differently from the training data."""
+    from ..train.data import data_normalisation
+    trained = (getattr(model, "preprocess", None) or {}).get("normalisation", "zscore")
+    given = data_normalisation(dataset)
+    if trained != given:
+        raise ValueError(f"--checkpoint {checkpoint} was trained on {trained}-normalised windows but --data {data} "
+                         f"holds {given}-normalised ones; prepare the data with --normalisation {trained}")
+
+
 def _curves(args: argparse.Namespace) -> int:
     from ..plots import plot_loss_curves
-    history = json.loads(Path(args.history).read_text())
-    print(plot_loss_curves(history, args.out))
+    print(plot_loss_curves(read_history(args.history), args.out))
     return 0
 
 
@@ -86,8 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point: 0 done, 1 failed (one line on stderr naming the file or option), 130 interrupted."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    if args.command not in ("metrics", "curves"):      # drift has its own error handling
+        return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"lumamba-eval {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, EOFError) as e:   # CheckpointError, bad data, unreadable or full disk
+        from ..train.cli import _one_line
+        print(f"lumamba-eval {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field
@@ -125,6 +126,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         value = _parse(value, target, key, source)
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if target is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if target in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} must be a list, got {value!r}")

@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class ArrayWindows(Dataset):
     """In-memory windows (N, C, T) with integer labels, all with the same channel names."""
 
-    def __init__(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, channel_names: Sequence[str]):
+    def __init__(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, channel_names: Sequence[str],
+                 normalisation: str = "zscore"):
+        self.normalisation = normalisation    # how the windows were normalised (lumamba.normalise)
         self.x = torch.as_tensor(x, dtype=torch.float32)
         self.y = torch.as_tensor(y, dtype=torch.long)
         self.channel_names = [str(c) for c in channel_names]
@@ -46,12 +48,26 @@ class ArrayWindows(Dataset):
 
 
 def save_npz_windows(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, channels: Sequence[str],
-                     split: Sequence[str]) -> Path:
-    """Write an `.npz` window set that `open_split` reads."""
+                     split: Sequence[str], normalisation: str = "zscore") -> Path:
+    """Write an `.npz` window set that `open_split` reads (atomically); `normalisation` records how
+    the windows were normalised."""
+    from ..normalise import check_normalisation
+    check_normalisation(normalisation)
     path = Path(path)
-    np.savez(path, x=np.asarray(x, np.float32), y=np.asarray(y, np.int64),
-             channels=np.asarray(channels, str), split=np.asarray(split, str))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    try:
+        np.savez(tmp, x=np.asarray(x, np.float32), y=np.asarray(y, np.int64),
+                 channels=np.asarray(channels, str), split=np.asarray(split, str),
+                 normalisation=np.asarray(normalisation))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def data_normalisation(dataset) -> str:
+    """How a dataset's windows were normalised ("zscore" when it does not say)."""
+    return getattr(dataset, "normalisation", "zscore")
 
 
 def open_split(path: str | os.PathLike, split: str, *, seed: int = 0, val_fraction: float = 0.2,
@@ -62,18 +78,26 @@ def open_split(path: str | os.PathLike, split: str, *, seed: int = 0, val_fracti
     if path.suffix == ".npz":
         if not path.is_file():
             raise FileNotFoundError(f"data file not found: {path}")
-        with np.load(path) as f:
+        try:
+            f = np.load(path)
+        except Exception as e:  # zipfile.BadZipFile, pickle refusal, EOF
+            raise ValueError(f"{path}: not a readable .npz file ({' '.join(str(e).split())})") from None
+        with f:
             missing = {"x", "y", "channels", "split"} - set(f.files)
             if missing:
                 raise ValueError(f"{path}: missing arrays {sorted(missing)} (need x, y, channels, split)")
-            keep = f["split"] == split
-            x, y, names = f["x"][keep], f["y"][keep], [str(c) for c in f["channels"]]
+            try:
+                keep = f["split"] == split
+                x, y, names = f["x"][keep], f["y"][keep], [str(c) for c in f["channels"]]
+                norm = str(f["normalisation"]) if "normalisation" in f.files else "zscore"
+            except Exception as e:  # a damaged member: zlib, CRC, shape errors
+                raise ValueError(f"{path}: corrupt or inconsistent arrays ({' '.join(str(e).split())})") from None
         if channels:
             unknown = [c for c in channels if c not in names]
             if unknown:
                 raise ValueError(f"{path}: channels {unknown} not in the file's channels {names}")
             x, names = x[:, [names.index(c) for c in channels]], list(channels)
-        return ArrayWindows(x, y, names) if len(x) else None
+        return ArrayWindows(x, y, names, norm) if len(x) else None
     if not path.is_dir():
         raise FileNotFoundError(f"data not found: {path} (expected a window-cache directory or a .npz file)")
     from ..data.dataset import WindowDataset

@@ -125,8 +125,11 @@ def _save(run_dir: Path, model, optimizer, counters: dict, ctx: DistContext) -> 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
     from ..plots import plot_loss_curves
     tmp = run_dir / "history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, run_dir / "history.json")
+    try:
+        tmp.write_text(json.dumps(history, indent=1))
+        os.replace(tmp, run_dir / "history.json")
+    finally:                      # a full disk leaves no orphan temporary file
+        tmp.unlink(missing_ok=True)
     plot_loss_curves(history, run_dir / "loss_curves.png")
 
 

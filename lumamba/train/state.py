@@ -23,6 +23,13 @@ from ..checkpoint import read_checkpoint, save_checkpoint
 STATE_FILE = "train_state.pt"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FORMAT = 1
+# What a committed state must hold besides the counters the loop reads (checked on load).
+REQUIRED_KEYS = ("format", "weights", "optimizer", "rng_per_rank", "config", "epoch", "batch_in_epoch", "step",
+                 "epoch_sums", "epoch_count", "epoch_time", "history", "best_val_loss", "bad_epochs", "finished")
+
+
+class TrainingStateError(ValueError):
+    """A run directory's training state that cannot be resumed from; the message names the file."""
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -73,8 +80,25 @@ def load_training_state(run_dir: str | os.PathLike) -> dict | None:
     path = run_dir / STATE_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and EOF errors of a damaged file
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrainingStateError(f"{path}: corrupt training state ({first}); start again without --resume "
+                                 f"(with --overwrite)") from None
+    if not isinstance(state, dict):
+        raise TrainingStateError(f"{path}: not a training state (a {type(state).__name__})")
     if state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: training-state format {state.get('format')!r}, expected {STATE_FORMAT}")
-    state["model_state"], _ = read_checkpoint(run_dir / state["weights"])
+        raise TrainingStateError(f"{path}: training-state format {state.get('format')!r}, expected {STATE_FORMAT}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise TrainingStateError(f"{path}: incomplete training state, missing {', '.join(missing)}")
+    weights = state["weights"]
+    # The state names its weights file; it must be one of this run's checkpoints, nothing outside it.
+    if not (isinstance(weights, str) and weights.startswith(CHECKPOINT_DIR + "/") and ".." not in weights
+            and "/" not in weights[len(CHECKPOINT_DIR) + 1:]):
+        raise TrainingStateError(f"{path}: weights entry {weights!r} is not a file under {CHECKPOINT_DIR}/")
+    if not (run_dir / weights).is_file():
+        raise TrainingStateError(f"{path}: names {weights}, which is missing")
+    state["model_state"], _ = read_checkpoint(run_dir / weights)
     return state
