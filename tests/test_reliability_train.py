@@ -251,3 +251,11 @@ def test_corrupt_npz_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     assert train_main(_finetune(bad, tmp_path / "ft")) == 1
     one_line_error(capsys, str(bad), "not a readable .npz file")
+
+
+def test_labels_outside_the_classes_are_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    data = save_npz_windows(tmp_path / "three.npz", rng.standard_normal((8, 4, 80)), [0, 1, 2, 0, 1, 2, 0, 1], NAMES,
+                            ["train"] * 8)
+    assert train_main(_finetune(data, tmp_path / "ft")) == 2
+    one_line_error(capsys, "the train split has label(s) 2 outside 0..1", "--set n_classes=N")

@@ -92,6 +92,9 @@ def run(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool
         if len(train_set) < cfg.batch_size:          # before --overwrite deletes anything
             raise ConfigError(f"{cfg.data}: only {len(train_set)} training windows for a batch of {cfg.batch_size}; "
                               f"lower it with --set batch_size={max(1, len(train_set))}")
+        if cfg.task == "finetune":
+            for name, ds in (("train", train_set), ("val", val_set), ("test", test_set)):
+                _check_labels(cfg, name, ds)
         torch.manual_seed(cfg.seed)                  # model init
         model = build_model(cfg)
         model.preprocess = _input_normalisation(cfg, model, train_set)
@@ -110,6 +113,23 @@ def run(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool
         return summary
     finally:
         shutdown()
+
+
+def _check_labels(cfg: TrainConfig, split: str, dataset) -> None:
+    """Labels outside 0..n_classes-1 would fail deep inside the loss (or silently skew it)."""
+    import numpy as np
+    if dataset is None:
+        return
+    labels = getattr(dataset, "labels", None)
+    if labels is None and hasattr(dataset, "y"):
+        labels = dataset.y.numpy()
+    if labels is None:
+        return
+    labels = np.asarray(labels)
+    bad = sorted({int(v) for v in labels if not 0 <= int(v) < cfg.n_classes})
+    if bad:
+        raise ConfigError(f"{cfg.data}: the {split} split has label(s) {', '.join(map(str, bad[:5]))} outside "
+                          f"0..{cfg.n_classes - 1}; set the number of classes with --set n_classes=N")
 
 
 def _input_normalisation(cfg: TrainConfig, model, train_set) -> dict:
