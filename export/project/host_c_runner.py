@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from ..codegen.host_graph import HOST_CFLAGS
 from ..onnx.manifest import MANIFEST_NAME, Manifest
 from ..onnx.schedule import check_windows
 from .build import FIRMWARE_DIR, BuildError
+from .model_driver import model_h_defines
 
 LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
 GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
@@ -74,11 +74,6 @@ def _run(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} failed:\n{result.stderr}")
-
-
-def _header_defines(model_h: Path) -> dict[str, int]:
-    text = model_h.read_text(encoding="utf-8")
-    return {k: int(v) for k, v in re.findall(r"#define LUMAMBA_(\w+) (\d+)u?\b", text)}
 
 
 class _Instance:
@@ -174,7 +169,7 @@ def load_host_c(out_dir: str | Path, cc: str = "gcc", workers: int = 1) -> HostC
             raise FileNotFoundError(f"{out} is neither a firmware project (model.h) nor an ONNX export "
                                     f"({MANIFEST_NAME})")
         out = _generate(out)
-    defines = _header_defines(out / "model.h")
+    defines = model_h_defines(out / "model.h")
     library = build_project_library(out, cc)
     return HostCModel(library, defines["N_CHANNELS"], defines["N_SAMPLES"], defines["N_CLASSES"], workers)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .boards import Board, load_board
+from .model_driver import model_h_defines
 
 # Picolibc's and libgcc's leaf routines (memcpy, expf, 64-bit division) use a few dozen bytes.
 UNANALYSED_CALL_STACK = 128
@@ -232,7 +233,7 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
             test_vectors += sec.size
 
     stack = stack_bound(build_dir)
-    arena = _model_h_defines(project_dir / "model.h")
+    arena = model_h_defines(project_dir / "model.h") if (project_dir / "model.h").is_file() else {}
     target = board.target
     deployable = flash_total - test_vectors
     ram_total = ram_static + stack["bytes"]
@@ -253,14 +254,6 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
         "emulator": ({"flash_size": board.emulator.flash.size, "ram_size": board.emulator.ram.size}
                      if board.emulator else None),
     }
-
-
-def _model_h_defines(model_h: Path) -> dict[str, int]:
-    """The arena sizes model.h states (LUMAMBA_ARENA_BYTES, LUMAMBA_ARENA_LOWER_BOUND_BYTES)."""
-    if not model_h.is_file():
-        return {}
-    text = model_h.read_text(encoding="utf-8")
-    return {k: int(v) for k, v in re.findall(r"#define LUMAMBA_(ARENA_\w*BYTES) (\d+)u", text)}
 
 
 def _needed(d: dict) -> dict[str, int]:

@@ -17,8 +17,10 @@ time and nothing recurses.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -294,6 +296,13 @@ def generate_driver(manifest: Manifest, calls: Mapping[str, GraphCall]) -> dict[
             "#ifndef LUMAMBA_MODEL_WEIGHTS_H", "#define LUMAMBA_MODEL_WEIGHTS_H", "", "#include <stdint.h>", "",
             *decls, "", "#endif", ""])
     return sources
+
+
+def model_h_defines(model_h: Path) -> dict[str, int]:
+    """The numeric `#define LUMAMBA_<NAME> <n>` of a generated model.h, by NAME (N_CHANNELS,
+    ARENA_BYTES, ARENA_LOWER_BOUND_BYTES, ...)."""
+    text = Path(model_h).read_text(encoding="utf-8")
+    return {k: int(v) for k, v in re.findall(r"#define LUMAMBA_(\w+) (\d+)u?\b", text)}
 
 
 def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
