@@ -143,7 +143,7 @@ def load_channels(montage: str) -> list[str]:
 def board_with_limits(board_name: str, profile: str | None):
     """The board, with the real-chip limits of `profile` (a board name, a chip name or a JSON
     file) if given."""
-    from lumamba.export.project.boards import BOARDS, CHIPS, Target, load_board, load_chip
+    from lumamba.export.project.boards import BOARDS, CHIPS, load_board, load_chip, parse_target
 
     board = load_board(board_name)
     if profile is None:
@@ -161,14 +161,10 @@ def board_with_limits(board_name: str, profile: str | None):
                           f"({', '.join(CHIPS)}) nor an existing file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        t = data.get("target", data)   # a whole board profile, or just its "target" object
-        target = Target(name=str(t["name"]), flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
-                        notes=str(t.get("notes", "")))
-        if target.flash_bytes <= 0 or target.ram_bytes <= 0:
-            raise ValueError(f"flash_bytes {target.flash_bytes} and ram_bytes {target.ram_bytes} must be positive")
+        target = parse_target(data.get("target", data))   # a whole board profile, or just its "target" object
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ExportError(f"--board-profile {path}: expected JSON with a \"target\" object holding name, "
-                          f"flash_bytes and ram_bytes ({type(e).__name__}: {e})") from None
+                          f"flash_bytes and ram_bytes, and optionally external_flash with part, bytes, origin and source ({type(e).__name__}: {e})") from None
     return dataclasses.replace(board, target=target)
 
 
@@ -241,6 +237,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     elf = _build(work, board)
     steps("memory report")
     report = memory_report(elf, board, work)
+    report = _place_in_external_flash(args, board, work, onnx_dir, report)
     (work / "memory.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_report(report))
     check_fit(report, args.no_fit_check)
@@ -252,6 +249,28 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
     _write_run_report(args, model, channels, board, report, verification, work)
     return summary
+
+
+def _place_in_external_flash(args, board, work: Path, onnx_dir: Path, report: dict) -> dict:
+    """Weights the internal flash cannot hold go to the board's external flash (rebuild and
+    measure again); the memory report of the final build."""
+    from lumamba.export.project.flash_regions import PlacementError, place_weights
+    from lumamba.export.project.memory_report import memory_report
+
+    for attempt in range(3):   # a relink can shift alignment padding by a few bytes
+        try:
+            placement = place_weights(work, board, report, onnx_dir / "manifest.json", margin=256 << attempt)
+        except PlacementError as e:
+            if not args.no_fit_check:
+                raise ExportError(f"{e}. Use a smaller config, or pass --no-fit-check to keep the project anyway.") from None
+            _warn(f"{e} (--no-fit-check: continuing)")
+            return report
+        if placement is None:
+            return report
+        print(f"      {len(placement.external)} weight arrays ({placement.external_bytes:,} B, the coldest first: "
+              f"{placement.external_fetch_bytes:,} B read per window) placed in the external flash; relinking")
+        report = memory_report(_build(work, board), board, work)
+    return report
 
 
 def _write_run_report(args, model, channels, board, memory: dict, verification, work: Path) -> None:
@@ -292,8 +311,10 @@ def memory_line(report: dict) -> str:
             return f"{name} {used:,} B"
         verdict = "fits" if used <= limit else f"over by {used - limit:,} B"
         return f"{name} {used:,} B of {limit:,} ({verdict})"
-    return f"{part('flash', flash['deployable'], flash.get('limit'))}, {part('RAM', ram['total'], ram.get('limit'))}" \
-           f" on {target}"
+    ext = report.get("external_flash")
+    external = (f", {part('external flash', ext['weights'], ext['limit'])}" if ext and ext["weights"] else "")
+    return f"{part('flash', flash['deployable'], flash.get('limit'))}{external}, " \
+           f"{part('RAM', ram['total'], ram.get('limit'))} on {target}"
 
 
 def print_summary(summary: dict, title: str) -> None:

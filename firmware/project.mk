@@ -47,6 +47,10 @@ BOARD_LDFLAGS := $(filter-out -Wl$(comma)--defsym=% --crt0=% --oslib=%,$(BOARD_L
 BUILD := build/chip-$(CHIP)
 else
 BUILD := build/$(BOARD)
+# Weights placed in the board's external flash (lumamba.export.project.flash_regions): a linker
+# script of the project's own, which includes picolibc's.
+REGIONS_LD := $(wildcard flash_regions.$(BOARD).ld)
+BOARD_LDFLAGS += $(if $(REGIONS_LD),-T$(REGIONS_LD))
 endif
 ELF := $(BUILD)/lumamba.elf
 
@@ -84,7 +88,7 @@ $(BUILD)/fw/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(ELF): $(MODEL_OBJS) $(FW_OBJS) $(BOARD_MK)
+$(ELF): $(MODEL_OBJS) $(FW_OBJS) $(BOARD_MK) $(REGIONS_LD)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(BOARD_LDLIBS) -o $@
 
 run: $(ELF)
@@ -95,7 +99,7 @@ $(BUILD)/demo/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DEMO_DEFINES) -MMD -MP -c $< -o $@
 
-$(DEMO_ELF): $(MODEL_OBJS) $(DEMO_OBJS) $(BOARD_MK)
+$(DEMO_ELF): $(MODEL_OBJS) $(DEMO_OBJS) $(BOARD_MK) $(REGIONS_LD)
 	$(CC) $(filter-out -Wl$(comma)-Map=%,$(LDFLAGS)) -Wl,-Map=$(BUILD)/lumamba-demo.map $(filter %.o,$^) $(BOARD_LDLIBS) -o $@
 
 demo-app: $(DEMO_ELF)

@@ -8,6 +8,11 @@ memory descriptions that must not be confused:
   models (tens of MiB) and says which emulated memory stands in for flash.
 - ``target``: flash and RAM of a representative real board, which the memory report checks.
 
+Either may describe an external, execute-in-place flash (QSPI/OSPI/MSPI NOR): the target's
+``external_flash`` names the part, its size and where the chip maps it; the emulator's
+``external_flash`` is the stretch of emulated memory that stands in for it. Weights that do not
+fit the internal flash go there (lumamba.export.project.flash_regions).
+
 Other real chips, checked with `lumamba-export --board-profile NAME`, are JSON files in
 lumamba/firmware/chips/ holding just a ``target`` object (name, flash_bytes, ram_bytes, notes).
 """
@@ -42,6 +47,7 @@ class Emulator:
     cpu_hz: int | None        # SysTick clock of the emulated Cortex-M (None: not a Cortex-M)
     flash: MemoryRegion
     ram: MemoryRegion  # .data, .bss, then the stack grows down from the top
+    external_flash: MemoryRegion | None = None  # stands in for the target's external flash
 
     def render(self, elf: str) -> list[str]:
         """The QEMU command line running ``elf``."""
@@ -49,12 +55,22 @@ class Emulator:
 
 
 @dataclass(frozen=True)
+class ExternalFlash:
+    """An execute-in-place flash beside the chip (the board carries it, not the chip)."""
+    part: str     # the memory part and how it is attached
+    bytes: int
+    origin: int   # where the chip maps it (its XIP aperture)
+    source: str   # where these figures come from
+
+
+@dataclass(frozen=True)
 class Target:
     """Limits of a representative real board, for the memory report."""
     name: str
-    flash_bytes: int
+    flash_bytes: int   # internal flash (or MRAM)
     ram_bytes: int
     notes: str
+    external_flash: ExternalFlash | None = None
 
 
 @dataclass(frozen=True)
@@ -102,16 +118,27 @@ def _region(d: dict) -> MemoryRegion:
     return MemoryRegion(origin=int(d["origin"], 0), size=int(d["size"], 0), memory=d["memory"])
 
 
-def _target(t: dict) -> Target:
-    return Target(name=t["name"], flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
-                  notes=t.get("notes", ""))
+def parse_target(t: dict) -> Target:
+    """A ``target`` object of a profile; KeyError/ValueError/TypeError on a missing or bad field,
+    ValueError on sizes that are not positive."""
+    ext = t.get("external_flash")
+    external = None if ext is None else ExternalFlash(
+        part=str(ext["part"]), bytes=int(ext["bytes"]), origin=int(str(ext["origin"]), 0), source=str(ext["source"]))
+    target = Target(name=str(t["name"]), flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
+                    notes=str(t.get("notes", "")), external_flash=external)
+    sizes = {"flash_bytes": target.flash_bytes, "ram_bytes": target.ram_bytes,
+             "external_flash.bytes": external.bytes if external else 1}
+    bad = [f"{k} {v}" for k, v in sizes.items() if v <= 0]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be positive")
+    return target
 
 
 def load_chip(name: str) -> Target:
     """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise."""
     if name not in CHIPS:
         raise ValueError(f"unknown chip {name!r}; known chips: {', '.join(CHIPS)}")
-    return _target(json.loads((CHIPS_DIR / f"{name}.json").read_text()))
+    return parse_target(json.loads((CHIPS_DIR / f"{name}.json").read_text()))
 
 
 def load_board(name: str) -> Board:
@@ -127,9 +154,10 @@ def load_board(name: str) -> Board:
         e = d["emulator"]
         emulator = Emulator(machine=e["machine"], command=tuple(e["command"]),
                             icount_shift=int(e["icount_shift"]), cpu_hz=e["cpu_hz"],
-                            flash=_region(e["flash"]), ram=_region(e["ram"]))
+                            flash=_region(e["flash"]), ram=_region(e["ram"]),
+                            external_flash=_region(e["external_flash"]) if "external_flash" in e else None)
     if d["target"] is not None:
-        target = _target(d["target"])
+        target = parse_target(d["target"])
     return Board(name=d["name"], description=d["description"], notes=d.get("notes", ""),
                  compiler=d["compiler"],
                  cflags=tuple(d["cflags"]), ldflags=tuple(d["ldflags"]), ldlibs=tuple(d["ldlibs"]),

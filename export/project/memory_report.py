@@ -204,6 +204,8 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
     def in_region(s: _Section, region) -> bool:
         return region.origin <= s.addr < region.origin + region.size
 
+    external = board.emulator.external_flash if board.emulator is not None else None
+    external_sections = [s for s in sections if external is not None and in_region(s, external)]
     if board.emulator is not None:
         ram_sections = [s for s in sections if in_region(s, board.emulator.ram) and s.name != ".stack"]
         flash_sections = [s for s in sections if in_region(s, board.emulator.flash)]
@@ -221,11 +223,15 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
     model_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/[^/]+\.o$")
     flash_names = {s.name for s in flash_sections + loaded}
     ram_names = {s.name for s in ram_sections}
+    external_names = {s.name for s in external_sections}
     weights = model_code = model_static = test_vectors = 0
+    external_arrays: list[str] = []
     for sec in _map_input_sections(build_dir / "lumamba.map"):
         if model_obj.match(sec.obj) and Path(sec.obj).name.startswith("weights"):
             weights += sec.size if sec.output in flash_names else 0
             model_static += sec.size if sec.output in ram_names else 0
+            if sec.output in external_names and sec.size:
+                external_arrays.append(sec.name)
         elif model_obj.match(sec.obj):
             model_code += sec.size if sec.output in flash_names else 0
             model_static += sec.size if sec.output in ram_names else 0
@@ -250,10 +256,29 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
                 "arena": arena.get("ARENA_BYTES"), "arena_lower_bound": arena.get("ARENA_LOWER_BOUND_BYTES"),
                 "limit": target.ram_bytes if target else None,
                 "fits": ram_total <= target.ram_bytes if target else None},
+        "external_flash": _external_report(target, external_sections, external_arrays),
         "stack": stack,
         "emulator": ({"flash_size": board.emulator.flash.size, "ram_size": board.emulator.ram.size}
                      if board.emulator else None),
     }
+
+
+def _external_report(target, sections: list[_Section], arrays: list[str]) -> dict | None:
+    # The external flash region: None where the target has none.
+    if target is None or target.external_flash is None:
+        return None
+    used = sum(s.size for s in sections)
+    return {"part": target.external_flash.part, "weights": used, "arrays": arrays,
+            "limit": target.external_flash.bytes, "fits": used <= target.external_flash.bytes}
+
+
+def weight_sections(elf: str | Path, project_dir: str | Path) -> list[tuple[str, int]]:
+    """(input section, size) of every linked section of the project's weights objects."""
+    elf, project_dir = Path(elf), Path(project_dir)
+    rel_build = elf.parent.resolve().relative_to(project_dir.resolve()).as_posix()
+    weights_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/weights[^/]*\.o$")
+    return [(sec.name, sec.size) for sec in _map_input_sections(elf.parent / "lumamba.map")
+            if weights_obj.match(sec.obj)]
 
 
 def _needed(d: dict) -> dict[str, int]:
@@ -277,7 +302,13 @@ def format_report(d: dict) -> str:
     lines = [f"Memory report, board {d['board']}" + (f" (real chip: {d['target']})" if d["target"] else ""),
              "Flash:"]
     lines += [row(k, flash[k]) for k in ("weights", "model_code", "runtime_and_libc", "test_vectors", "total")]
-    lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash"), "RAM:"]
+    lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash")]
+    ext = d.get("external_flash")
+    if ext is not None and ext["weights"]:
+        lines += [f"External flash ({ext['part']}):", row(f"weights ({len(ext['arrays'])} arrays)", ext["weights"]),
+                  f"  {'limit':<28}{ext['limit']:>14,} B  "
+                  + ("fits" if ext["fits"] else f"DOES NOT FIT, over by {ext['weights'] - ext['limit']:,} B")]
+    lines += ["RAM:"]
     lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack", "total")]
     lines += [verdict("ram")]
     if ram.get("arena") is not None and ram.get("arena_lower_bound"):
@@ -301,6 +332,10 @@ def check_fits(d: dict) -> None:
         if limit is not None and needed > limit:
             problems.append(f"{part if part == 'flash' else 'RAM'} needs {needed:,} bytes but has "
                             f"{limit:,} (over by {needed - limit:,} bytes)")
+    ext = d.get("external_flash")
+    if ext is not None and not ext["fits"]:
+        problems.append(f"external flash ({ext['part']}) needs {ext['weights']:,} bytes but has {ext['limit']:,} "
+                        f"(over by {ext['weights'] - ext['limit']:,} bytes)")
     if d["stack"]["unbounded"] and d["ram"]["limit"] is not None:
         problems.append("stack depth unknown: " + "; ".join(d["stack"]["unbounded"]))
     if problems:
