@@ -8,7 +8,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST  := $(VPY) -m pytest
 
-.PHONY: venv toolchain test test-slow test-all demo demo-model clean
+.PHONY: venv toolchain test test-slow test-all demo stream-demo demo-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -40,6 +40,14 @@ test-all: $(STAMP)
 # float vs int8 AUROC drift; writes out/lumamba-cortex-m (~1.5 min).
 demo: $(STAMP) toolchain
 	$(VENV)/bin/lumamba-export --target cortex-m --int8
+
+# The demo firmware on live EEG: a 30 s synthetic recording (a normal subject, then an abnormal
+# one) streamed to the `make demo` project on the emulated Cortex-M4F, every decision checked bit
+# for bit; writes out/stream/decisions.json and out/stream/stream.png (~1 min).
+stream-demo: $(STAMP) toolchain
+	test -f out/lumamba-cortex-m/Makefile || $(MAKE) demo
+	$(VPY) tools/stream_recording.py --out out/stream/rec.npz
+	$(VENV)/bin/lumamba-stream --project out/lumamba-cortex-m --recording out/stream/rec.npz --fast --out out/stream
 
 # Re-train the bundled demo model (lumamba/assets/demo_model.*) from scratch (~6-10 min on 2 cores).
 demo-model: $(STAMP)
