@@ -311,13 +311,13 @@ def test_onnx_target_verifies_against_pytorch(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tiny_float_does_not_fit_the_emulated_cortex_m4f(tmp_path, capsys):
-    """LuMamba-Tiny's float weights (~18 MB) exceed the 16 MiB PSRAM that stands in for flash on
-    mps2-an386: the CLI says so, by how much, and names the way out."""
+    """LuMamba-Tiny's float weights (~18 MB) exceed the 8 MiB of PSRAM that stand in for the internal
+    flash on mps2-an386: the CLI says so, by how much, and names the way out."""
     require_toolchain("cortex-m4f")
     status, _, err = run_cli(["--target", "cortex-m", "--config", "tiny", "--out", str(tmp_path / "tiny"),
                               "--no-fit-check"], capsys)
     assert status == 1
-    assert re.search(r"does not fit the flash of the emulated cortex-m4f machine \(16,777,216 bytes.*\): "
+    assert re.search(r"does not fit the flash of the emulated cortex-m4f machine \(8,388,608 bytes.*\): "
                      r"over by [\d,]+ bytes", err)
     assert not (tmp_path / "tiny").exists()
 
