@@ -2,10 +2,11 @@
 reference logits of its windows.
 
 The device receives int16 counts (microvolts / uv_per_count, rounded and saturated), cuts the
-window [start, start + T) of every decision and z-scores each channel in float32 in the order of
-lumamba_ring_window() (firmware/runtime/lumamba_stream.c). numpy's float32 element-wise
-operations round like the firmware's (IEEE-754, no fused multiply-add), so the windows below are
-the firmware's to the bit, and so are the golden model's logits on them.
+window [start, start + T) of every decision out of its ring buffer and normalises each channel by
+the model's method (zscore, robust or fixed; lumamba.normalise) in lumamba_infer_counts(), with
+the arithmetic of firmware/runtime/lumamba_normalise.c. numpy's float32 element-wise operations
+round like the firmware's (IEEE-754, no fused multiply-add), so the windows below are the
+firmware's to the bit, and so are the golden model's logits on them.
 """
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-ZSCORE_EPS = np.float32(1e-8)
+from lumamba.normalise import EPS as EPS_F64, FIXED_SCALE_UV as FIXED_SCALE_UV_F64, \
+    IQR_TO_STD as IQR_TO_STD_F64, check_normalisation
+
+EPS = np.float32(EPS_F64)
+IQR_TO_STD = np.float32(IQR_TO_STD_F64)
+FIXED_SCALE_UV = np.float32(FIXED_SCALE_UV_F64)
 
 
 def quantise(uv: np.ndarray, uv_per_count: float) -> tuple[np.ndarray, int]:
@@ -24,23 +30,49 @@ def quantise(uv: np.ndarray, uv_per_count: float) -> tuple[np.ndarray, int]:
     return np.clip(counts, -32768, 32767).astype(np.int16), clipped
 
 
-def device_zscore(counts: np.ndarray, uv_per_count: np.float32) -> np.ndarray:
-    """One window of (T, C) int16 counts -> (C, T) float32, as lumamba_ring_window() computes it."""
-    c = np.asarray(counts, np.int64).T                   # (C, T)
-    length = c.shape[1]
+def _quantiles_x4(c: np.ndarray) -> np.ndarray:
+    """Four times the 25th, 50th and 75th percentiles of each row of int64 counts (3, C), exactly:
+    np.percentile's linear interpolation at q*(n-1), whose fraction is a multiple of 1/4."""
+    n = c.shape[1]
+    ordered = np.sort(c, axis=1)
+    out = []
+    for quarter in (1, 2, 3):
+        lo, frac = divmod(quarter * (n - 1), 4)
+        a = ordered[:, lo]
+        b = ordered[:, lo + 1] if frac else a
+        out.append(4 * a + (b - a) * frac)
+    return np.stack(out)
+
+
+def device_normalise(counts: np.ndarray, uv_per_count: float, method: str = "zscore") -> np.ndarray:
+    """One window of (C, T) int16 counts -> (C, T) float32, as lumamba_normalise_row_s16()
+    (firmware/runtime/lumamba_normalise.c) computes it: statistics exact on the counts, then
+    float32 arithmetic in the C's order."""
+    check_normalisation(method)
+    c = np.asarray(counts, np.int64)
+    n = c.shape[1]
     scale = np.float32(uv_per_count)
-    s1 = c.sum(axis=1)
-    s2 = (c * c).sum(axis=1)
-    mean = s1.astype(np.float32) / np.float32(length)
-    var = (length * s2 - s1 * s1).astype(np.float32) / np.float32(length * (length - 1))
-    den = np.sqrt(var) * scale + ZSCORE_EPS
-    centred = c.astype(np.float32) - mean[:, None]
-    return ((centred * scale) / den[:, None]).astype(np.float32)
+    if method == "zscore":
+        s1 = c.sum(axis=1)
+        s2 = (c * c).sum(axis=1)
+        var = (n * s2 - s1 * s1).astype(np.float32) / np.float32(n * (n - 1))
+        den = np.sqrt(var) * scale + EPS
+        centred = (n * c - s1[:, None]).astype(np.float32) / np.float32(n)
+        return ((centred * scale) / den[:, None]).astype(np.float32)
+    if method == "robust":
+        q1, q2, q3 = _quantiles_x4(c)
+        median = q2.astype(np.float32) * np.float32(0.25)
+        den = (((q3 - q1).astype(np.float32) * np.float32(0.25)) * scale) / IQR_TO_STD + EPS
+        centred = c.astype(np.float32) - median[:, None]
+        return ((centred * scale) / den[:, None]).astype(np.float32)
+    return ((c.astype(np.float32) * scale) / FIXED_SCALE_UV).astype(np.float32)
 
 
-def device_windows(counts: np.ndarray, starts: list[int], length: int, uv_per_count: np.float32) -> np.ndarray:
-    """The windows (n, C, T) float32 the device fed the model for decisions starting at ``starts``."""
-    return np.stack([device_zscore(counts[s:s + length], uv_per_count) for s in starts])
+def device_windows(counts: np.ndarray, starts: list[int], length: int, uv_per_count: float,
+                   method: str = "zscore") -> np.ndarray:
+    """The windows (n, C, T) float32 the device fed the model for decisions starting at ``starts``
+    (``counts``: the stream, (N, C) instant-major)."""
+    return np.stack([device_normalise(counts[s:s + length].T, uv_per_count, method) for s in starts])
 
 
 def apply_gaps(counts: np.ndarray, gaps: list[tuple[int, int]], instants_per_frame: int) -> np.ndarray:
