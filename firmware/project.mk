@@ -62,13 +62,16 @@ LDFLAGS := $(ARCH_CFLAGS) $(BOARD_LDFLAGS) -Wl,--gc-sections -Wl,-Map=$(BUILD)/l
 MODEL_SRCS := $(wildcard *.c)
 # lumamba_fmath.c: the bit-exact transcendentals the int8 kernels call (float images drop it
 # with --gc-sections).
-FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_counter.c app/main.c $(BOARD_SRCS)
+# lumamba_normalise.c: int16 counts -> the model's input, for lumamba_infer_counts().
+FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_normalise.c runtime/lumamba_counter.c \
+           app/main.c $(BOARD_SRCS)
 MODEL_OBJS := $(MODEL_SRCS:%.c=$(BUILD)/%.o)
 FW_OBJS := $(FW_SRCS:%.c=$(BUILD)/fw/%.o)
 
 DEMO_ELF := $(BUILD)/lumamba-demo.elf
 DEMO_DEFINES ?=
-DEMO_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_counter.c runtime/lumamba_stream.c \
+DEMO_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_normalise.c runtime/lumamba_counter.c \
+             runtime/lumamba_stream.c \
              app/demo_main.c app/demo_io.c app/demo_stdio.c $(BOARD_SRCS)
 DEMO_OBJS := $(DEMO_SRCS:%.c=$(BUILD)/demo/%.o)
 

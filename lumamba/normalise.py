@@ -46,6 +46,18 @@ def spec(method: str = DEFAULT) -> dict:
     return out
 
 
+def check_spec(record: Any, where: str = "preprocess") -> dict:
+    """A preprocess record as :func:`spec` writes it (method and exactly its constants, which the
+    firmware's lumamba_normalise.c implements), else a ValueError naming ``where``."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be an object like {spec()}, got {record!r}")
+    method = check_normalisation(record.get("normalisation"), f"{where} normalisation")
+    if record != spec(method):
+        raise ValueError(f"{where} {record!r} differs from the {method} record {spec(method)} (the constants "
+                         "the training and the firmware use)")
+    return record
+
+
 def normalise(windows, method: str = DEFAULT):
     """Normalise the last axis of ``windows`` (microvolts; numpy array or torch tensor) by ``method``."""
     check_normalisation(method)

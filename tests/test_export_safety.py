@@ -126,10 +126,35 @@ def micro_onnx(tmp_path_factory):
     from lumamba.export.onnx.exporter import export_onnx
     from lumamba.montages import load_montage
 
+    from lumamba.normalise import spec
+
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("micro_onnx")
-    export_onnx(LuMamba(CONFIGS["micro"], n_classes=2).eval(), load_montage("tcp22"), 640, out)
+    model = LuMamba(CONFIGS["micro"], n_classes=2).eval()
+    model.preprocess = spec("robust")      # as read from a checkpoint trained on robust-scaled windows
+    export_onnx(model, load_montage("tcp22"), 640, out)
     return out
+
+
+def test_manifest_records_the_models_normalisation(micro_onnx, tmp_path):
+    """The checkpoint's preprocess record reaches manifest.json and survives a round trip; a
+    manifest without one (written before it was recorded) means z-score."""
+    import shutil
+
+    from lumamba.export.onnx.manifest import Manifest
+    from lumamba.normalise import spec
+
+    on_disk = json.loads((micro_onnx / "manifest.json").read_text())
+    assert on_disk["preprocess"] == spec("robust") == {"normalisation": "robust", "eps": 1e-8, "iqr_to_std": 1.349}
+    manifest = Manifest.load(micro_onnx)
+    assert manifest.preprocess == spec("robust")
+    copy = tmp_path / "copy"
+    shutil.copytree(micro_onnx, copy)
+    Manifest.save(manifest, copy)
+    assert Manifest.load(copy) == manifest
+    del on_disk["preprocess"]
+    (copy / "manifest.json").write_text(json.dumps(on_disk))
+    assert Manifest.load(copy).preprocess == spec("zscore")
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -139,6 +164,10 @@ def micro_onnx(tmp_path_factory):
     ("n_samples", 0, r"n_samples must be an integer in \[1, "),
     ("buffer_shape", [1, -5], "must hold positive integers"),
     ("buffer_shape", [1 << 20, 1 << 20], "elements, more than"),
+    ("preprocess", "zscore", "preprocess must be an object"),
+    ("preprocess", {"normalisation": "minmax", "eps": 1e-8}, "preprocess normalisation 'minmax' is not one of"),
+    ("preprocess", {"normalisation": "fixed", "eps": 1e-8, "scale_uv": "50); system(\"x\""},
+     "differs from the fixed record"),
 ])
 def test_crafted_manifest_never_reaches_c(micro_onnx, tmp_path, field, value, message):
     """Everything read from an export directory is validated before C is generated from it."""
