@@ -32,6 +32,7 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
         "instructions_per_mac": round(insns / macs_per_window, 3) if insns else None,
         "flash_bytes": memory["flash"]["deployable"],
         "ram_bytes": memory["ram"]["total"],
+        "input_window_bytes": memory["ram"].get("input_window"),
         "ram_lower_bound_bytes": memory["ram"].get("arena_lower_bound"),
         "arena_bytes": memory["ram"].get("arena"),
         "parity": None if verification is None else {

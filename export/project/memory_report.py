@@ -16,7 +16,11 @@ counter) is added on top: its handler's frame plus CORTEX_M_EXCEPTION_FRAME. Rec
 of dynamic size and indirect calls make the bound unknown; the report lists them.
 
 The test windows live in flash only for the test application, so the fit uses the flash image
-without them ("deployable").
+without them ("deployable"). RAM, on the other hand, counts the one window a deployment must hold
+that the test application does not: the int16 ADC counts the firmware owns and passes to
+lumamba_infer_counts() (LUMAMBA_N_CHANNELS x LUMAMBA_N_SAMPLES x 2 bytes; the float32 window the
+model runs on is normalised into the arena, which model_static already holds). The streaming demo
+keeps its window in a ring buffer of window + hop instants instead (firmware/app/demo_main.c).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ UNANALYSED_CALL_STACK = 128
 # Cortex-M exception entry with the FPU context stacked: 8 core + 18 FP words.
 CORTEX_M_EXCEPTION_FRAME = 104
 COUNTER_ISR = "arm_systick_isr"
-MODEL_ENTRY_POINTS = ("lumamba_init", "lumamba_infer")
+MODEL_ENTRY_POINTS = ("lumamba_init", "lumamba_infer", "lumamba_infer_counts")
 TEST_WINDOWS_SYMBOL = "lumamba_test_windows"
 
 
@@ -192,7 +196,7 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
 
     Returns a dict with "board", "target" (real chip name or None), "flash" (weights,
     model_code, test_vectors, runtime_and_libc, total, deployable, limit, fits), "ram"
-    (model_static, other_static, stack, total, limit, fits), "stack" (see stack_bound) and
+    (model_static, other_static, stack, input_window, total, limit, fits), "stack" (see stack_bound) and
     "emulator" (flash and RAM sizes of the QEMU machine, or None). Sizes are in bytes;
     limit and fits are None for boards without a real chip (host).
     """
@@ -234,9 +238,10 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
 
     stack = stack_bound(build_dir)
     arena = model_h_defines(project_dir / "model.h") if (project_dir / "model.h").is_file() else {}
+    input_window = input_window_bytes(arena)
     target = board.target
     deployable = flash_total - test_vectors
-    ram_total = ram_static + stack["bytes"]
+    ram_total = ram_static + stack["bytes"] + input_window
     return {
         "board": board.name,
         "target": target.name if target else None,
@@ -246,7 +251,7 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
                   "limit": target.flash_bytes if target else None,
                   "fits": deployable <= target.flash_bytes if target else None},
         "ram": {"model_static": model_static, "other_static": ram_static - model_static,
-                "stack": stack["bytes"], "total": ram_total,
+                "stack": stack["bytes"], "input_window": input_window, "total": ram_total,
                 "arena": arena.get("ARENA_BYTES"), "arena_lower_bound": arena.get("ARENA_LOWER_BOUND_BYTES"),
                 "limit": target.ram_bytes if target else None,
                 "fits": ram_total <= target.ram_bytes if target else None},
@@ -254,6 +259,12 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
         "emulator": ({"flash_size": board.emulator.flash.size, "ram_size": board.emulator.ram.size}
                      if board.emulator else None),
     }
+
+
+def input_window_bytes(defines: dict[str, int]) -> int:
+    """RAM of the int16 window the firmware owns (N_CHANNELS x N_SAMPLES counts of model.h);
+    0 when model.h does not say."""
+    return 2 * defines.get("N_CHANNELS", 0) * defines.get("N_SAMPLES", 0)
 
 
 def _needed(d: dict) -> dict[str, int]:
@@ -278,7 +289,8 @@ def format_report(d: dict) -> str:
              "Flash:"]
     lines += [row(k, flash[k]) for k in ("weights", "model_code", "runtime_and_libc", "test_vectors", "total")]
     lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash"), "RAM:"]
-    lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack", "total")]
+    lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack")]
+    lines += [row("input window (int16 counts)", ram.get("input_window", 0)), row("total", ram["total"])]
     lines += [verdict("ram")]
     if ram.get("arena") is not None and ram.get("arena_lower_bound"):
         lines.append(f"  arena {ram['arena']:,} B planned; lower bound for this schedule {ram['arena_lower_bound']:,} B "

@@ -14,12 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lumamba.normalise import EPS as EPS_F64, FIXED_SCALE_UV as FIXED_SCALE_UV_F64, \
-    IQR_TO_STD as IQR_TO_STD_F64, check_normalisation
+from lumamba.normalise import normalise_counts as device_normalise
 
-EPS = np.float32(EPS_F64)
-IQR_TO_STD = np.float32(IQR_TO_STD_F64)
-FIXED_SCALE_UV = np.float32(FIXED_SCALE_UV_F64)
+__all__ = ["quantise", "device_normalise", "device_windows", "apply_gaps", "Reference"]
 
 
 def quantise(uv: np.ndarray, uv_per_count: float) -> tuple[np.ndarray, int]:
@@ -28,44 +25,6 @@ def quantise(uv: np.ndarray, uv_per_count: float) -> tuple[np.ndarray, int]:
     counts = np.rint(np.asarray(uv, np.float64) / float(uv_per_count)).T
     clipped = int(np.count_nonzero((counts < -32768) | (counts > 32767)))
     return np.clip(counts, -32768, 32767).astype(np.int16), clipped
-
-
-def _quantiles_x4(c: np.ndarray) -> np.ndarray:
-    """Four times the 25th, 50th and 75th percentiles of each row of int64 counts (3, C), exactly:
-    np.percentile's linear interpolation at q*(n-1), whose fraction is a multiple of 1/4."""
-    n = c.shape[1]
-    ordered = np.sort(c, axis=1)
-    out = []
-    for quarter in (1, 2, 3):
-        lo, frac = divmod(quarter * (n - 1), 4)
-        a = ordered[:, lo]
-        b = ordered[:, lo + 1] if frac else a
-        out.append(4 * a + (b - a) * frac)
-    return np.stack(out)
-
-
-def device_normalise(counts: np.ndarray, uv_per_count: float, method: str = "zscore") -> np.ndarray:
-    """One window of (C, T) int16 counts -> (C, T) float32, as lumamba_normalise_row_s16()
-    (firmware/runtime/lumamba_normalise.c) computes it: statistics exact on the counts, then
-    float32 arithmetic in the C's order."""
-    check_normalisation(method)
-    c = np.asarray(counts, np.int64)
-    n = c.shape[1]
-    scale = np.float32(uv_per_count)
-    if method == "zscore":
-        s1 = c.sum(axis=1)
-        s2 = (c * c).sum(axis=1)
-        var = (n * s2 - s1 * s1).astype(np.float32) / np.float32(n * (n - 1))
-        den = np.sqrt(var) * scale + EPS
-        centred = (n * c - s1[:, None]).astype(np.float32) / np.float32(n)
-        return ((centred * scale) / den[:, None]).astype(np.float32)
-    if method == "robust":
-        q1, q2, q3 = _quantiles_x4(c)
-        median = q2.astype(np.float32) * np.float32(0.25)
-        den = (((q3 - q1).astype(np.float32) * np.float32(0.25)) * scale) / IQR_TO_STD + EPS
-        centred = c.astype(np.float32) - median[:, None]
-        return ((centred * scale) / den[:, None]).astype(np.float32)
-    return ((c.astype(np.float32) * scale) / FIXED_SCALE_UV).astype(np.float32)
 
 
 def device_windows(counts: np.ndarray, starts: list[int], length: int, uv_per_count: float,

@@ -10,6 +10,7 @@ real time the host sends each frame when its last instant is due.
 from __future__ import annotations
 
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lumamba.export.project.boards import Board, load_board
-from lumamba.export.project.build import BuildError, check_toolchain, prepare_project
+from lumamba.export.project.build import FIRMWARE_DIR, BuildError, check_toolchain, prepare_project
 from lumamba.export.project.qemu import run_command
 
 from .framing import encode_stream
@@ -52,6 +53,24 @@ def build_demo(project: str | Path, board: Board | str, defines: dict[str, str] 
         raise BuildError(f"building the demo of {project} for board {board.name!r} failed "
                          f"(make exit status {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return demo_elf_path(project, board)
+
+
+def project_adc_scale(project: str | Path, board: Board | str) -> np.float32:
+    """The microvolts per count the project's demo is built with for ``board``: the
+    LUMAMBA_ADC_UV_PER_COUNT its firmware/boards/BOARD.mk passes (rendered from the board
+    profile's adc.uv_per_count); StreamError naming the file when it is missing or bad."""
+    name = board.name if isinstance(board, Board) else board
+    mk = Path(project) / FIRMWARE_DIR / "boards" / f"{name}.mk"
+    text = mk.read_text(encoding="utf-8") if mk.is_file() else ""
+    found = re.findall(r"-DLUMAMBA_ADC_UV_PER_COUNT=(\S+?)f?(?:\s|$)", text)
+    try:
+        value = np.float32(float(found[-1])) if found else None
+    except ValueError:
+        value = None
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise StreamError(f"{mk}: no valid -DLUMAMBA_ADC_UV_PER_COUNT=<microvolts per count> (it is rendered from "
+                          f"the adc.uv_per_count of firmware/boards/{name}.json); rebuild the project")
+    return value
 
 
 def demo_command(elf: str | Path, board: Board | str) -> list[str]:
