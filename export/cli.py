@@ -188,13 +188,20 @@ def check_fit(report: dict, no_fit_check: bool = False) -> None:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-def _check_int8_inputs(args) -> None:
-    """--calib-data exists and --quant-config parses (which layers it names is checked once the
-    graphs exist)."""
+def _check_int8_inputs(args, normalisation: str) -> None:
+    """--calib-data exists and, when it is prepared windows, is normalised as the model was trained
+    (`normalisation`); --quant-config parses (which layers it names is checked once the graphs exist)."""
+    from lumamba.quant.calibration_data import Int8DataError, check_normalisation_matches
     from lumamba.quant.config import QuantConfig
 
     if args.calib_data is not None and not Path(args.calib_data).exists():
         raise ExportError(f"--calib-data {args.calib_data}: not found (a window cache, a .npz or a TUAB-style EDF tree)")
+    calib = Path(args.calib_data) if args.calib_data is not None else None
+    if calib is not None and (calib.suffix == ".npz" or (calib / "index.json").is_file()):
+        try:
+            check_normalisation_matches(calib, normalisation)
+        except Int8DataError as e:
+            raise ExportError(str(e)) from None
     if args.quant_config is not None:
         try:
             QuantConfig.load(args.quant_config)
@@ -227,7 +234,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     if args.int8:
         from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
         quant_dir = work / INT8_DIR
-        int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps)
+        int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps, manifest.preprocess["normalisation"])
         steps("compiling the integer graphs to C with TVM")
         compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress)
         steps("writing the firmware project")
@@ -307,9 +314,10 @@ def print_summary(summary: dict, title: str) -> None:
 # --- int8: calibration, quantisation, drift --------------------------------------------------------
 
 
-def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps):
-    """Calibration windows -> activation ranges -> integer graphs in `quant_dir`; returns the
-    windows (Int8Windows), whose evaluation part the drift step scores."""
+def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps, normalisation: str):
+    """Calibration windows (normalised as the model was trained: `normalisation`) -> activation
+    ranges -> integer graphs in `quant_dir`; returns the windows (Int8Windows), whose evaluation
+    part the drift step scores."""
     from lumamba.quant.calibration_data import Int8DataError, load_int8_windows
     from lumamba.quant import calibrate, quantize
 
@@ -317,7 +325,7 @@ def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps:
     with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as scratch:
         try:
             windows = load_int8_windows(args.calib_data, channels, args.n_samples, args.calib_windows,
-                                        Path(scratch), warn=_warn)
+                                        Path(scratch), warn=_warn, normalisation=normalisation)
         except Int8DataError as e:
             raise ExportError(str(e)) from None
     n_eval = 0 if windows.eval_x is None else len(windows.eval_x)
@@ -395,10 +403,10 @@ def run(args: argparse.Namespace) -> Path:
     if board is not None:
         from lumamba.export.project.build import check_toolchain
         check_toolchain(board, need_emulator=args.verify)
-    if args.int8:
-        _check_int8_inputs(args)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
+    if args.int8:
+        _check_int8_inputs(args, (model.preprocess or {}).get("normalisation", "zscore"))
     patch = model.config.patch_size
     if args.n_samples <= 0 or args.n_samples % patch:
         raise ExportError(f"--n-samples {args.n_samples}: must be a positive multiple of the patch size {patch}")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lumamba.export.cli import main
@@ -60,6 +61,14 @@ def test_cli_refuses_before_working(tmp_path, capsys):
     status, out, err = run_cli(["--target", "host", "--config", "micro", "--int8", "--calib-data",
                                 str(tmp_path / "missing"), "--out", str(tmp_path / "o")], capsys)
     assert status == 1 and "--calib-data" in err and "not found" in err and "exporting" not in out
+    from lumamba.montages import load_montage
+    from lumamba.train.data import save_npz_windows
+    robust = save_npz_windows(tmp_path / "robust.npz", np.zeros((2, 22, 640), np.float32), [0, 1],
+                              load_montage("tcp22"), ["train", "train"], normalisation="robust")
+    status, out, err = run_cli(["--target", "host", "--config", "micro", "--int8", "--calib-data", str(robust),
+                                "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "holds robust-normalised windows but the model was trained on zscore" in err
+    assert "exporting" not in out and err.count("lumamba-export: error") == 1
     profile = tmp_path / "chip.json"
     profile.write_text(json.dumps({"target": {"name": "x", "flash_bytes": -1, "ram_bytes": 1024}}))
     status, out, err = run_cli(["--target", "cortex-m", "--config", "micro", "--board-profile", str(profile),

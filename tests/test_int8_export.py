@@ -159,6 +159,10 @@ def test_int8_windows_errors(calib_npz, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(Int8DataError, match="empty holds neither edf/ nor train/ and eval/.*expected a window cache"):
         load_int8_windows(str(tmp_path / "empty"), CHANNELS, N_SAMPLES, 4, tmp_path / "scratch")
+    # calibration windows must be normalised as the model was trained (calib_npz: z-scored)
+    with pytest.raises(Int8DataError, match=r"holds zscore-normalised windows but the model was trained on "
+                                            r"robust-normalised ones; prepare it with --normalisation robust"):
+        load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 4, tmp_path, normalisation="robust")
     warnings = []
     w = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 32, tmp_path, warn=warnings.append)
     assert len(w.calibration) == 6 and "only 6 train windows, fewer than --calib-windows 32" in warnings[0]
