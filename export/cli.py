@@ -2,14 +2,15 @@
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
-                   [--board-profile NAME|FILE] [--no-fit-check]
+                   [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
                            [--max-drift 0.01]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
 -> fit check against the real chip -> fixed windows on QEMU (or natively for host) compared with
-onnxruntime (--no-verify skips it). `--target onnx` stops after the graphs (--verify then
+onnxruntime (--no-verify skips it). `--app demo` also builds the streaming demo
+(build/<board>/lumamba-demo.elf, `make demo-app`), which `lumamba-stream` drives. `--target onnx` stops after the graphs (--verify then
 compares onnxruntime with PyTorch).
 
 With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
@@ -254,11 +255,27 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     verification = _verify(args, board, work, steps) if args.verify else None
     summary = {"memory": memory_line(report),
                "parity": verification.summary() if verification is not None else "not checked (--no-verify)"}
+    if args.app == "demo":
+        summary["demo"] = _build_demo(work, board, steps)
     if args.int8:
         steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
     _write_run_report(args, model, channels, board, report, verification, work)
     return summary
+
+
+def _build_demo(work: Path, board, steps: _Steps) -> str:
+    """`make demo-app` for the board; the report line (paths relative to the project)."""
+    from lumamba.export.project.build import BuildError, build_demo_app
+
+    steps(f"building the streaming demo for {board.name} (make demo-app)")
+    try:
+        elf = build_demo_app(work, board)
+    except BuildError as e:
+        raise ExportError(str(e)) from None
+    rel = elf.relative_to(work).as_posix()
+    print(f"      {rel}, {elf.stat().st_size:,} bytes")
+    return rel
 
 
 def _write_run_report(args, model, channels, board, memory: dict, verification, work: Path) -> None:
@@ -306,7 +323,7 @@ def memory_line(report: dict) -> str:
 def print_summary(summary: dict, title: str) -> None:
     """The short report that ends an export: parity, memory, drift."""
     print(f"\n{title}")
-    for key in ("parity", "memory", "drift"):
+    for key in ("parity", "memory", "drift", "demo"):
         if key in summary:
             print(f"  {key + ':':8s}{summary[key]}")
 
@@ -395,7 +412,7 @@ def _reject(work: Path, out: Path) -> Path:
 def run(args: argparse.Namespace) -> Path:
     """The whole export as the options ask; returns the output directory."""
     out = Path(args.out)
-    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify)
+    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify) + (args.app == "demo")
     steps = _Steps(n_steps)
     # every input is checked before the minutes of work start
     board_name = TARGETS[args.target]
@@ -440,6 +457,10 @@ def run(args: argparse.Namespace) -> Path:
         print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json, "
               f"report.json{extra}\n"
               f"rebuild with: make -C {out} BOARD={board}")
+        if "demo" in summary:
+            print(f"streaming demo: {out / summary['demo']} (rebuild with: make -C {out} demo-app BOARD={board}; "
+                  f"stream a recording through it with: lumamba-stream --project {out} --recording FILE"
+                  f"{'' if board == 'cortex-m4f' else ' --board ' + board})")
         print_summary(summary, f"Report: {description}, {'int8' if args.int8 else 'float32'}, {board}")
     return out
 
@@ -472,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "ram_bytes); default: the board's own (cortex-m: Ambiq Apollo4 Plus)")
     p.add_argument("--no-fit-check", action="store_true",
                    help="keep a project that does not fit the chip (the report still says by how much)")
+    p.add_argument("--app", choices=("test", "demo"), default="test",
+                   help="test: the test application only (fixed windows, verification); demo: also build the "
+                        "streaming demo ELF (build/<board>/lumamba-demo.elf, continuous int16 samples in over the "
+                        "UART, one decision per hop out; lumamba-stream drives it)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
     p.add_argument("--int8", action="store_true",
                    help="int8 weights and activations (firmware targets); --verify then requires logits "
@@ -494,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 1 export failed, 2 bad options)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.app == "demo" and TARGETS[args.target] is None:
+        parser.error("--app demo needs a firmware target, not --target onnx")
     if args.int8 and TARGETS[args.target] is None:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")

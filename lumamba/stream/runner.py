@@ -20,39 +20,25 @@ from pathlib import Path
 import numpy as np
 
 from lumamba.export.project.boards import Board, load_board
-from lumamba.export.project.build import FIRMWARE_DIR, BuildError, check_toolchain, prepare_project
+from lumamba.export.project.build import FIRMWARE_DIR, build_demo_app, check_toolchain
 from lumamba.export.project.qemu import run_command
 
 from .framing import encode_stream
 from .protocol import DemoLog, ProtocolError, StreamHeader, parse_line
 
-DEMO_ELF = "lumamba-demo.elf"
 
 
 class StreamError(RuntimeError):
     """The demo did not build, start, or finish the stream."""
 
 
-def demo_elf_path(project: str | Path, board: Board | str) -> Path:
-    name = board.name if isinstance(board, Board) else board
-    return Path(project) / "build" / name / DEMO_ELF
-
-
 def build_demo(project: str | Path, board: Board | str, defines: dict[str, str] | None = None,
                jobs: int = 2) -> Path:
-    """`make demo-app` in ``project`` for ``board`` (refreshing its firmware copy); the ELF path."""
-    project = Path(project)
+    """`make demo-app` in ``project`` for ``board`` (refreshing its firmware copy); the ELF path.
+    The emulator must be installed too, since the demo is about to run on it."""
     board = board if isinstance(board, Board) else load_board(board)
     check_toolchain(board, need_emulator=board.emulator is not None)
-    prepare_project(project, board)
-    args = ["make", "-C", str(project), f"-j{jobs}", "demo-app", f"BOARD={board.name}"]
-    if defines:
-        args.append("DEMO_DEFINES=" + " ".join(f"-D{k}={v}" for k, v in defines.items()))
-    proc = subprocess.run(args, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"building the demo of {project} for board {board.name!r} failed "
-                         f"(make exit status {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return demo_elf_path(project, board)
+    return build_demo_app(project, board, defines, jobs=jobs)
 
 
 def project_adc_scale(project: str | Path, board: Board | str) -> np.float32:
