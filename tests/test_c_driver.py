@@ -314,6 +314,13 @@ def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthet
         want = np.empty(K, np.float32)
         assert model.infer(device_normalise(counts, 0.1, method), want) == 0
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        # in place: the counts in lumamba_counts_buffer(), the upper half of the arena's input block
+        model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
+        buffer = model._lib.lumamba_counts_buffer()
+        ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
+        in_place = np.full(K, 7.0, np.float32)
+        assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
+        np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
     logits = np.full(K, 7.0, np.float32)
     for scale in (0.0, -1.0, float("nan"), float("inf")):
         assert model.infer_counts(cases[0].astype(np.int16), scale, logits) == runtime_status("ERR_BAD_ARGUMENT")

@@ -46,7 +46,7 @@ def harness(tmp_path_factory) -> Path:
 def run_c(harness: Path, counts: np.ndarray, method, scale: float = SCALE, layout: str = "rows"):
     """(status, (C, T) float32 or None) of the C on (C, T) counts."""
     c, n = counts.shape
-    data = np.ascontiguousarray(counts if layout == "rows" else counts.T, "<i2").tobytes()
+    data = np.ascontiguousarray(counts.T if layout == "instants" else counts, "<i2").tobytes()
     bits = f"{int(np.array([scale], np.float32).view(np.uint32)[0]):08x}"
     code = METHOD_CODE.get(method, method)
     out = subprocess.run([str(harness), str(c), str(n), bits, str(code), layout], input=data,
@@ -107,12 +107,14 @@ def test_constant_channels_and_dead_leads_give_zero_not_noise(harness):
     assert fixed[1, 0] == np.float32(np.float32(1234 * np.float32(SCALE)) / np.float32(50))   # DC kept
 
 
-def test_instant_major_rows_equal_channel_major_ones(harness):
-    counts = as_counts(windows()["eeg"][:4, :256])
-    for method in NORMALISATIONS:
-        _, rows = run_c(harness, counts, method, layout="rows")
-        _, strided = run_c(harness, counts, method, layout="instants")
-        np.testing.assert_array_equal(rows.view(np.uint32), strided.view(np.uint32))
+def test_instant_major_and_in_place_windows_equal_channel_major_ones(harness):
+    for name in ("eeg", "dead_and_constant", "odd_length"):
+        counts = as_counts(windows()[name])
+        for method in NORMALISATIONS:
+            _, rows = run_c(harness, counts, method, layout="rows")
+            for layout in ("instants", "in_place"):
+                _, other = run_c(harness, counts, method, layout=layout)
+                np.testing.assert_array_equal(rows.view(np.uint32), other.view(np.uint32), err_msg=(name, layout))
 
 
 def test_percentiles_match_numpy_for_every_length(harness):

@@ -16,11 +16,12 @@ counter) is added on top: its handler's frame plus CORTEX_M_EXCEPTION_FRAME. Rec
 of dynamic size and indirect calls make the bound unknown; the report lists them.
 
 The test windows live in flash only for the test application, so the fit uses the flash image
-without them ("deployable"). RAM, on the other hand, counts the one window a deployment must hold
-that the test application does not: the int16 ADC counts the firmware owns and passes to
-lumamba_infer_counts() (LUMAMBA_N_CHANNELS x LUMAMBA_N_SAMPLES x 2 bytes; the float32 window the
-model runs on is normalised into the arena, which model_static already holds). The streaming demo
-keeps its window in a ring buffer of window + hop instants instead (firmware/app/demo_main.c).
+without them ("deployable"). RAM, on the other hand, counts the window a deployment must hold:
+the int16 ADC counts lumamba_infer_counts() normalises (LUMAMBA_N_CHANNELS x LUMAMBA_N_SAMPLES x 2
+bytes). A generated model keeps them in lumamba_counts_buffer(), the upper half of the arena's
+float input block, so they are inside model_static and cost nothing on top ("in_arena"); for a
+model without that buffer the firmware needs its own, which is added to the total.
+The streaming demo also keeps a ring buffer of window + hop instants (firmware/app/demo_main.c).
 """
 from __future__ import annotations
 
@@ -239,9 +240,11 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
     stack = stack_bound(build_dir)
     arena = model_h_defines(project_dir / "model.h") if (project_dir / "model.h").is_file() else {}
     input_window = input_window_bytes(arena)
+    model_h = (project_dir / "model.h").read_text(encoding="utf-8") if (project_dir / "model.h").is_file() else ""
+    in_arena = "#define LUMAMBA_COUNTS_BUFFER_BYTES" in model_h    # lumamba_counts_buffer() exists
     target = board.target
     deployable = flash_total - test_vectors
-    ram_total = ram_static + stack["bytes"] + input_window
+    ram_total = ram_static + stack["bytes"] + (0 if in_arena else input_window)
     return {
         "board": board.name,
         "target": target.name if target else None,
@@ -251,7 +254,8 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
                   "limit": target.flash_bytes if target else None,
                   "fits": deployable <= target.flash_bytes if target else None},
         "ram": {"model_static": model_static, "other_static": ram_static - model_static,
-                "stack": stack["bytes"], "input_window": input_window, "total": ram_total,
+                "stack": stack["bytes"], "input_window": input_window, "input_window_in_arena": in_arena,
+                "total": ram_total,
                 "arena": arena.get("ARENA_BYTES"), "arena_lower_bound": arena.get("ARENA_LOWER_BOUND_BYTES"),
                 "limit": target.ram_bytes if target else None,
                 "fits": ram_total <= target.ram_bytes if target else None},
@@ -290,7 +294,10 @@ def format_report(d: dict) -> str:
     lines += [row(k, flash[k]) for k in ("weights", "model_code", "runtime_and_libc", "test_vectors", "total")]
     lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash"), "RAM:"]
     lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack")]
-    lines += [row("input window (int16 counts)", ram.get("input_window", 0)), row("total", ram["total"])]
+    window = row("input window (int16 counts)", ram.get("input_window", 0))
+    if ram.get("input_window_in_arena"):
+        window += "  in the arena (lumamba_counts_buffer), inside model_static"
+    lines += [window, row("total", ram["total"])]
     lines += [verdict("ram")]
     if ram.get("arena") is not None and ram.get("arena_lower_bound"):
         lines.append(f"  arena {ram['arena']:,} B planned; lower bound for this schedule {ram['arena_lower_bound']:,} B "

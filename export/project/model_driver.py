@@ -7,10 +7,13 @@ compiled graph (`<graph>_run()`, from `lumamba.export.codegen`) per step:
     int lumamba_infer(const float *window, float *logits);    LUMAMBA_OK or an error code
     int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits);
 
+    int16_t *lumamba_counts_buffer(void);                     where the firmware puts its window
+
 lumamba_infer() takes the model's input, a window already normalised as the model was trained;
-lumamba_infer_counts() takes the int16 ADC counts the firmware owns and normalises them on the
-device by the manifest's `preprocess` method (firmware/runtime/lumamba_normalise.c) into the
-arena's input block, then runs the same schedule.
+lumamba_infer_counts() takes int16 ADC counts and normalises them on the device by the manifest's
+`preprocess` method (firmware/runtime/lumamba_normalise.c) into the arena's input block, then runs
+the same schedule. The counts may be anywhere; lumamba_counts_buffer() is the upper half of that
+input block, where they cost no RAM of their own: the normalisation runs in place there.
 
 Memory is one static arena. Every buffer of the manifest (except the caller's input window and
 logits) and every graph's scratch is a block at an offset fixed here, with a lifetime in stages;
@@ -373,6 +376,13 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         " * number. */",
         "int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits);",
         "",
+        "/* Room for one int16 window (LUMAMBA_COUNTS_BUFFER_BYTES) inside the arena, the upper half of",
+        " * the float input block lumamba_infer_counts() normalises into (in place, so the window costs",
+        " * no RAM of its own). Fill it, then call lumamba_infer_counts(lumamba_counts_buffer(), ...);",
+        " * an inference overwrites it. NULL before lumamba_init(). */",
+        "#define LUMAMBA_COUNTS_BUFFER_BYTES (2u * LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES)",
+        "int16_t *lumamba_counts_buffer(void);",
+        "",
         "#ifdef __cplusplus",
         "}",
         "#endif",
@@ -513,6 +523,14 @@ def _entry_points(plan: MemoryPlan) -> list[str]:
         "        return status;",
         "    }",
         "    return run_model(window, logits);",
+        "}",
+        "",
+        "int16_t *lumamba_counts_buffer(void)",
+        "{",
+        "    if (lumamba_arena == NULL) {",
+        "        return NULL;",
+        "    }",
+        f"    return (int16_t *)(lumamba_arena + {counts_offset}u + LUMAMBA_COUNTS_BUFFER_BYTES);",
         "}",
         "",
     ]

@@ -4,8 +4,8 @@
  * int16 ADC counts arrive as frames (lumamba_stream.h) over the board's input (demo_io.h: the
  * UART on the emulated boards), go into a ring buffer of the latest instants, and every
  * LUMAMBA_STREAM_HOP instants the window of the latest LUMAMBA_N_SAMPLES of them is copied, still
- * int16 counts, into the window buffer the demo owns, and lumamba_infer_counts() runs the model
- * on it: counts times LUMAMBA_ADC_UV_PER_COUNT are microvolts, normalised on the device exactly
+ * int16 counts, into lumamba_counts_buffer() (inside the model's arena: the window costs no RAM of
+ * its own), and lumamba_infer_counts() runs the model on it: counts times LUMAMBA_ADC_UV_PER_COUNT are microvolts, normalised on the device exactly
  * as the model was trained (model.h's LUMAMBA_NORMALISATION: per-window z-score, robust or
  * fixed scale). The filtering, resampling to LUMAMBA_STREAM_SFREQ and the montage happen before
  * the samples are sent: in the analogue front end on a wearable, on the host for lumamba-stream.
@@ -65,7 +65,6 @@ typedef char lumamba_check_channels_fit_frames[(LUMAMBA_N_CHANNELS <= LUMAMBA_ST
 #endif
 
 static int16_t s_ring_storage[(size_t)LUMAMBA_STREAM_RING_INSTANTS * LUMAMBA_N_CHANNELS];
-static int16_t s_window[(size_t)LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES]; /* the counts the model runs on */
 static float s_logits[LUMAMBA_N_CLASSES];
 static int16_t s_adc[LUMAMBA_STREAM_MAX_INSTANTS * LUMAMBA_N_CHANNELS];
 static lumamba_ring_t s_ring;
@@ -154,7 +153,7 @@ int main(void)
         if (!ended) {
             ended = poll_input();
         }
-        cut = lumamba_ring_window(&s_ring, next_start, LUMAMBA_N_SAMPLES, s_window);
+        cut = lumamba_ring_window(&s_ring, next_start, LUMAMBA_N_SAMPLES, lumamba_counts_buffer());
         if (cut == LUMAMBA_STREAM_OVERWRITTEN) {
             /* The model fell behind by more than the ring's slack: skip to the newest window
              * that is still whole, and say how many were lost. */
@@ -179,7 +178,7 @@ int main(void)
             uint64_t count;
             unsigned c;
             lumamba_counter_start();
-            status = lumamba_infer_counts(s_window, LUMAMBA_ADC_UV_PER_COUNT, s_logits);
+            status = lumamba_infer_counts(lumamba_counts_buffer(), LUMAMBA_ADC_UV_PER_COUNT, s_logits);
             count = lumamba_counter_read();
             printf("DECISION window=%lu start=%lu", index, (unsigned long)next_start);
             if (status == LUMAMBA_OK) {

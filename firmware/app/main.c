@@ -2,8 +2,9 @@
  * Test application: runs the generated model on the windows of test_vectors.h and prints
  * the results in a line format that lumamba.export.qemu parses. The float32 windows go through
  * lumamba_infer(); then the int16 count windows (windows LUMAMBA_N_TEST_WINDOWS, ...) through
- * lumamba_infer_counts(), as firmware that owns its ADC samples calls it, with the board
- * profile's LUMAMBA_ADC_UV_PER_COUNT.
+ * lumamba_infer_counts(), as firmware that owns its ADC samples calls it: copied into
+ * lumamba_counts_buffer() (where an ADC driver or DMA would put them) and normalised there in
+ * place, with the board profile's LUMAMBA_ADC_UV_PER_COUNT.
  *
  *   LUMAMBA <n_windows> <n_classes>     header (float and count windows together)
  *   LOGITS <window> <hex> ... <hex>     one IEEE-754 bit pattern per logit, so the host can
@@ -85,8 +86,10 @@ int main(void)
 #if LUMAMBA_N_TEST_COUNT_WINDOWS > 0
     for (w = 0; w < LUMAMBA_N_TEST_COUNT_WINDOWS; ++w) {
         uint64_t insns;
+        int16_t *counts = lumamba_counts_buffer();
+        memcpy(counts, lumamba_test_windows_counts[w], LUMAMBA_COUNTS_BUFFER_BYTES);
         lumamba_counter_start();
-        status = lumamba_infer_counts(lumamba_test_windows_counts[w], LUMAMBA_ADC_UV_PER_COUNT, logits);
+        status = lumamba_infer_counts(counts, LUMAMBA_ADC_UV_PER_COUNT, logits);
         insns = lumamba_counter_read();
         if (report(LUMAMBA_N_TEST_WINDOWS + w, status, insns) != LUMAMBA_OK && first_error == LUMAMBA_OK) {
             first_error = status;

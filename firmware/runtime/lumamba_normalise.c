@@ -4,8 +4,19 @@
 #include "lumamba_normalise.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "lumamba_runtime.h"
+
+/* Count t of a row. Read through memcpy (an access that may alias anything), so that the
+ * compiler keeps every read before the float stores that follow it: the in-place case of
+ * lumamba_normalise.h writes floats over counts that have been read. */
+static int16_t count_at(const int16_t *counts, size_t stride, uint32_t t)
+{
+    int16_t c;
+    memcpy(&c, &counts[(size_t)t * stride], sizeof c);
+    return c;
+}
 
 /* int16 -> uint16 in the same order, for the radix selection. */
 static uint16_t biased(int16_t c)
@@ -112,7 +123,7 @@ static void zscore_row(const int16_t *counts, size_t stride, uint32_t n, float s
     var = (float)((int64_t)n * s2 - s1 * s1) / (float)((int64_t)n * (int64_t)(n - 1u));
     den = sqrtf(var) * scale + LUMAMBA_NORM_EPS;
     for (t = 0; t < n; ++t) {
-        float centred = (float)((int64_t)n * counts[(size_t)t * stride] - s1) / (float)n;
+        float centred = (float)((int64_t)n * count_at(counts, stride, t) - s1) / (float)n;
         out[t] = (centred * scale) / den;
     }
 }
@@ -133,7 +144,7 @@ static void robust_row(const int16_t *counts, size_t stride, uint32_t n, float s
     median = (float)q2 * 0.25f;                                          /* exact */
     den = (((float)(q3 - q1) * 0.25f) * scale) / LUMAMBA_NORM_IQR_TO_STD + LUMAMBA_NORM_EPS;
     for (t = 0; t < n; ++t) {
-        float centred = (float)counts[(size_t)t * stride] - median;      /* exact */
+        float centred = (float)count_at(counts, stride, t) - median;      /* exact */
         out[t] = (centred * scale) / den;
     }
 }
@@ -142,7 +153,7 @@ static void fixed_row(const int16_t *counts, size_t stride, uint32_t n, float sc
 {
     uint32_t t;
     for (t = 0; t < n; ++t) {
-        out[t] = ((float)counts[(size_t)t * stride] * scale) / LUMAMBA_NORM_FIXED_SCALE_UV;
+        out[t] = ((float)count_at(counts, stride, t) * scale) / LUMAMBA_NORM_FIXED_SCALE_UV;
     }
 }
 

@@ -51,6 +51,12 @@ int lumamba_normalise_row_s16(const int16_t *counts, size_t stride, uint32_t n, 
 /*
  * Normalise a window of n_channels rows of n counts, channel-major (the layout lumamba_infer()
  * takes), into out (n_channels * n floats). Returns as lumamba_normalise_row_s16.
+ *
+ * In place: counts may occupy the upper half of out's bytes, counts == (int16_t *)out +
+ * n_channels * n (the model's lumamba_counts_buffer()), so the window needs no RAM of its own.
+ * Rows go in order and a row's counts are all read for its statistics first; then float t of
+ * row ch, bytes [4(ch*n + t), +4), overwrites only counts of rows before ch, or, in the last
+ * row, its counts 2t - n and 2t - n + 1, both <= t and so already read.
  */
 int lumamba_normalise_window_s16(const int16_t *counts, uint32_t n_channels, uint32_t n, float uv_per_count,
                                  int method, float *out);

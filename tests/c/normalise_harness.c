@@ -6,7 +6,8 @@
  *
  * counts: N_CHANNELS * N_SAMPLES little-endian int16, channel-major (LAYOUT "rows", normalised by
  * lumamba_normalise_window_s16) or instant-major (LAYOUT "instants", one
- * lumamba_normalise_row_s16 per channel with stride N_CHANNELS). Output: "STATUS <code>", then
+ * lumamba_normalise_row_s16 per channel with stride N_CHANNELS) or channel-major in the upper
+ * half of the output's bytes (LAYOUT "in_place", as lumamba_counts_buffer()). Output: "STATUS <code>", then
  * "OUT <float32 bits...>" (channel-major) when the status is LUMAMBA_OK.
  */
 #include <stdio.h>
@@ -44,6 +45,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[5], "rows") == 0) {
         status = lumamba_normalise_window_s16(counts, (uint32_t)n_channels, (uint32_t)n, scale, method, out);
+    } else if (strcmp(argv[5], "in_place") == 0) {
+        int16_t *upper = (int16_t *)out + n_channels * n;
+        memcpy(upper, counts, n_channels * n * sizeof counts[0]);
+        status = lumamba_normalise_window_s16(upper, (uint32_t)n_channels, (uint32_t)n, scale, method, out);
     } else {
         for (i = 0; i < n_channels && status == LUMAMBA_OK; ++i) {
             status = lumamba_normalise_row_s16(counts + i, n_channels, (uint32_t)n, scale, method, out + i * n);
