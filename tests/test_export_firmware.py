@@ -86,6 +86,9 @@ def test_cli_cortex_m_verify_end_to_end(micro_project):
     assert facts["instructions_per_mac"] == round(insns / facts["macs_per_window"], 3)
     assert facts["flash_bytes"] == report["flash"]["deployable"] and facts["ram_bytes"] == report["ram"]["total"]
     assert 0 < facts["ram_lower_bound_bytes"] <= facts["arena_bytes"]
+    # the int16 window, counted: in the arena's input block (lumamba_counts_buffer), not on top
+    assert facts["input_window_bytes"] == 22 * 640 * 2 and report["ram"]["input_window_in_arena"]
+    assert "input window (int16 counts)" in log
     assert facts["parity"]["reference"] == "onnxruntime" and facts["parity"]["max_abs_error"] <= TOLERANCE
     assert "drift" not in facts
     manifest = Manifest.load(out / ONNX_DIR)
