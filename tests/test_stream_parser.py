@@ -130,3 +130,18 @@ def test_window_is_cut_channel_major_across_the_ring_wrap(harness):
     _, _, _, (status, got) = run(harness, data, 6, 270, start=44, length=256)   # 270 < 300: wraps
     assert status == 0
     np.testing.assert_array_equal(got.reshape(6, 256), x[44:300].T)
+
+
+def test_the_adc_scale_comes_from_the_projects_board_profile(tmp_path):
+    """lumamba-stream quantises with the scale the project's board make fragment passes (rendered
+    from the profile's adc.uv_per_count); a missing or bad one is a one-line error naming the file."""
+    from lumamba.export.project.build import prepare_project
+    from lumamba.stream.runner import StreamError, project_adc_scale
+
+    prepare_project(tmp_path, "riscv32")
+    assert project_adc_scale(tmp_path, "riscv32") == np.float32(0.1)
+    mk = tmp_path / "firmware" / "boards" / "riscv32.mk"
+    mk.write_text(mk.read_text().replace("-DLUMAMBA_ADC_UV_PER_COUNT=0.1f", "-DLUMAMBA_ADC_UV_PER_COUNT=-2f"))
+    with pytest.raises(StreamError, match=rf"^{mk}: no valid -DLUMAMBA_ADC_UV_PER_COUNT") as err:
+        project_adc_scale(tmp_path, "riscv32")
+    assert "\n" not in str(err.value)
