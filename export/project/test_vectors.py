@@ -26,6 +26,7 @@ LOW_AMPLITUDE = 1e-4    # standard deviation of the "low_amplitude" window (whit
 DEAD_EVERY = 3          # "dead_leads": every third channel (0, 3, 6, ...) is flat zero
 N_COUNT_WINDOWS = 1     # int16 count windows, run through lumamba_infer_counts()
 DC_COUNTS = 1234        # the constant (DC-only) channel of the count window
+N_VERIFIED = N_WINDOWS + N_COUNT_WINDOWS   # windows a default verification runs on the board
 
 
 def fixed_windows(n_channels: int, n_samples: int, n_windows: int = N_WINDOWS) -> np.ndarray:
