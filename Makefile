@@ -37,9 +37,10 @@ test-all: $(STAMP)
 
 # The main job on the bundled demo model: int8 firmware for the Cortex-M4F, calibrated on a
 # generated synthetic corpus, built, run in QEMU bit for bit against the golden model, with the
-# float vs int8 AUROC drift; writes out/lumamba-cortex-m (~1.5 min).
+# float vs int8 AUROC drift, plus the streaming demo ELF (lumamba-stream drives it); writes
+# out/lumamba-cortex-m (~1.5 min).
 demo: $(STAMP) toolchain
-	$(VENV)/bin/lumamba-export --target cortex-m --int8
+	$(VENV)/bin/lumamba-export --target cortex-m --int8 --app demo
 
 # The demo firmware on live EEG: a 30 s synthetic recording (a normal subject, then an abnormal
 # one) streamed to the `make demo` project on the emulated Cortex-M4F, every decision checked bit

@@ -34,6 +34,7 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
         "flash_bytes": memory["flash"]["deployable"],
         "ram_bytes": memory["ram"]["total"],
         "regions": _regions(memory),
+        "input_window_bytes": memory["ram"].get("input_window"),
         "ram_lower_bound_bytes": memory["ram"].get("arena_lower_bound"),
         "arena_bytes": memory["ram"].get("arena"),
         "parity": None if verification is None else {

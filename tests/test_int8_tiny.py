@@ -20,7 +20,7 @@ from lumamba.export.project.build import build_project
 from lumamba.export.project.flash_regions import place_weights
 from lumamba.export.project.int8_project import INT8_DIR
 from lumamba.export.project.memory_report import check_fits, memory_report
-from lumamba.export.project.test_vectors import N_WINDOWS
+from lumamba.export.project.test_vectors import N_VERIFIED
 from lumamba.export.verify import verify_int8_on_board
 from lumamba.montages import MONTAGES
 from lumamba.quant import load_golden
@@ -52,7 +52,7 @@ def test_tiny_int8_bit_exact_on_host(tiny_host):
     out, run = tiny_host
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{N_CALIB} calibration windows from --calib-data" in run.stdout
-    assert f"host (native): {N_WINDOWS} windows, logits bit-identical to the int8 golden model" in run.stdout
+    assert f"host (native): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
     assert re.search(r"drift: +not measured: .* no usable test windows", run.stdout)   # none in the .npz
     # flash holds int8 weights: under a third of the float32 model's bytes (~4.5 of 18 MB at T=1280)
     float_bytes = 4 * sum(p.numel() for p in LuMamba(CONFIGS["tiny"], n_classes=2).parameters())

@@ -58,7 +58,7 @@ def sanitized_run(project: Path, x: np.ndarray, tmp_path: Path) -> list[tuple[in
     runtime = FIRMWARE_ROOT / "runtime"
     exe = tmp_path / "window_runner"
     sources = [*sorted(map(str, project.glob("*.c"))), str(runtime / "lumamba_runtime.c"),
-               str(runtime / "lumamba_fmath.c"), str(HARNESS)]
+               str(runtime / "lumamba_fmath.c"), str(runtime / "lumamba_normalise.c"), str(HARNESS)]
     cmd = ["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", *SANITIZE,
            "-I", str(project), "-I", str(runtime), *sources, "-o", str(exe), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)

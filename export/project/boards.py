@@ -14,11 +14,17 @@ Either may describe an external, execute-in-place flash (QSPI/OSPI/MSPI NOR): th
 fit the internal flash go there (lumamba.export.project.flash_regions).
 
 Other real chips, checked with `lumamba-export --board-profile NAME`, are JSON files in
-lumamba/firmware/chips/ holding just a ``target`` object (name, flash_bytes, ram_bytes, notes).
+lumamba/firmware/chips/ holding their limits (name, flash_bytes, ram_bytes, notes) and memory map.
+
+Every profile, board or chip, also says what one int16 sample the firmware receives means:
+``"adc": {"uv_per_count": <microvolts per count>, "source": "<front-end part and datasheet, or
+why the value is a convention>"}``. The build passes it to the firmware as
+LUMAMBA_ADC_UV_PER_COUNT (the demo converts counts to microvolts with it before normalising).
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +80,40 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Adc:
+    """What one int16 count of the board's EEG front end is."""
+    uv_per_count: float
+    source: str               # the front-end part and its datasheet, or why the value is a convention
+
+    @property
+    def c_literal(self) -> str:
+        """The scale as a C float literal (shortest decimal that reads back as this double)."""
+        return f"{self.uv_per_count!r}f"
+
+
+class ProfileError(ValueError):
+    """A board or chip profile with a missing or bad value; the message names the file."""
+
+
+def _adc(d: dict, path: Path) -> Adc:
+    """The profile's "adc" object, checked; ProfileError naming `path` otherwise."""
+    adc = d.get("adc")
+    if not isinstance(adc, dict):
+        raise ProfileError(f"{path}: no \"adc\" object; add \"adc\": {{\"uv_per_count\": <microvolts per int16 "
+                           "count>, \"source\": \"<front-end part and datasheet>\"}")
+    value = adc.get("uv_per_count")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
+            or not 1e-6 <= value <= 1e6:
+        raise ProfileError(f"{path}: adc.uv_per_count must be a positive number of microvolts per int16 count "
+                           f"(1e-6..1e6), got {value!r}")
+    source = adc.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise ProfileError(f"{path}: adc.source must say where adc.uv_per_count comes from (the front-end part "
+                           "and its datasheet, or that it is a convention)")
+    return Adc(float(value), source)
+
+
+@dataclass(frozen=True)
 class Board:
     """One board profile (see the module docstring)."""
     name: str
@@ -87,6 +127,7 @@ class Board:
     packages: dict[str, str]          # program or file -> Debian package that provides it
     emulator: Emulator | None         # None: runs natively (host)
     target: Target | None             # None: no memory limits (host)
+    adc: Adc | None = None            # every profile file has one (load_board checks)
 
     @property
     def tool_prefix(self) -> str:
@@ -94,11 +135,14 @@ class Board:
         return self.compiler[: -len("gcc")] if self.compiler.endswith("gcc") else ""
 
     @property
-    def defines(self) -> dict[str, int]:
-        """Preprocessor definitions the firmware needs to interpret its counter."""
+    def defines(self) -> dict[str, int | str]:
+        """Preprocessor definitions the firmware needs: the ADC scale and how to read its counter."""
+        defines: dict[str, int | str] = {}
+        if self.adc is not None:
+            defines["LUMAMBA_ADC_UV_PER_COUNT"] = self.adc.c_literal
         if self.emulator is None:
-            return {}
-        defines = {"LUMAMBA_QEMU_ICOUNT_SHIFT": self.emulator.icount_shift}
+            return defines
+        defines["LUMAMBA_QEMU_ICOUNT_SHIFT"] = self.emulator.icount_shift
         if self.emulator.cpu_hz is not None:
             defines["LUMAMBA_CPU_HZ"] = self.emulator.cpu_hz
         return defines
@@ -138,7 +182,18 @@ def load_chip(name: str) -> Target:
     """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise."""
     if name not in CHIPS:
         raise ValueError(f"unknown chip {name!r}; known chips: {', '.join(CHIPS)}")
-    return parse_target(json.loads((CHIPS_DIR / f"{name}.json").read_text()))
+    path = CHIPS_DIR / f"{name}.json"
+    d = json.loads(path.read_text())
+    _adc(d, path)
+    return parse_target(d)
+
+
+def chip_adc(name: str) -> Adc:
+    """The ADC scale of the real chip ``name``'s EEG front end (its profile's "adc")."""
+    if name not in CHIPS:
+        raise ValueError(f"unknown chip {name!r}; known chips: {', '.join(CHIPS)}")
+    path = CHIPS_DIR / f"{name}.json"
+    return _adc(json.loads(path.read_text()), path)
 
 
 def load_board(name: str) -> Board:
@@ -162,4 +217,4 @@ def load_board(name: str) -> Board:
                  compiler=d["compiler"],
                  cflags=tuple(d["cflags"]), ldflags=tuple(d["ldflags"]), ldlibs=tuple(d["ldlibs"]),
                  sources=tuple(d["sources"]), packages=dict(d["packages"]),
-                 emulator=emulator, target=target)
+                 emulator=emulator, target=target, adc=_adc(d, path))

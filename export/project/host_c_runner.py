@@ -30,7 +30,8 @@ LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
 GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
 
 
-RUNTIME_SOURCES = ("lumamba_runtime.c", "lumamba_fmath.c")   # as firmware/project.mk builds them
+# as firmware/project.mk builds them
+RUNTIME_SOURCES = ("lumamba_runtime.c", "lumamba_fmath.c", "lumamba_normalise.c")
 
 
 def _runtime_dir(project: Path) -> Path:
@@ -84,6 +85,9 @@ class _Instance:
         self.infer = self.lib.lumamba_infer
         self.infer.restype = ctypes.c_int
         self.infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.infer_counts = self.lib.lumamba_infer_counts
+        self.infer_counts.restype = ctypes.c_int
+        self.infer_counts.argtypes = [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p]
         self.status_name = self.lib.lumamba_status_name
         self.status_name.restype = ctypes.c_char_p
         self.status_name.argtypes = [ctypes.c_int]
@@ -136,6 +140,16 @@ class HostCModel:
         out = logits if logits is not None else np.empty(self.n_classes, np.float32)
         return self._instances[instance].infer(window.ctypes.data_as(ctypes.c_void_p),
                                                out.ctypes.data_as(ctypes.c_void_p))
+
+    def infer_counts(self, counts: np.ndarray, uv_per_count: float, logits: np.ndarray | None = None,
+                     instance: int = 0) -> int:
+        """Raw `lumamba_infer_counts` on one int16 window (C, T) of ADC counts into `logits`."""
+        counts = np.ascontiguousarray(counts, dtype=np.int16)
+        if counts.shape != (self.n_channels, self.n_samples):
+            raise ValueError(f"counts must have shape ({self.n_channels}, {self.n_samples}), got {counts.shape}")
+        out = logits if logits is not None else np.empty(self.n_classes, np.float32)
+        return self._instances[instance].infer_counts(counts.ctypes.data_as(ctypes.c_void_p), float(uv_per_count),
+                                                      out.ctypes.data_as(ctypes.c_void_p))
 
     def __call__(self, x) -> np.ndarray:
         """Logits (B, n_classes) of float32 windows x (B, C, T)."""

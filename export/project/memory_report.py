@@ -16,7 +16,12 @@ counter) is added on top: its handler's frame plus CORTEX_M_EXCEPTION_FRAME. Rec
 of dynamic size and indirect calls make the bound unknown; the report lists them.
 
 The test windows live in flash only for the test application, so the fit uses the flash image
-without them ("deployable").
+without them ("deployable"). RAM, on the other hand, counts the window a deployment must hold:
+the int16 ADC counts lumamba_infer_counts() normalises (LUMAMBA_N_CHANNELS x LUMAMBA_N_SAMPLES x 2
+bytes). A generated model keeps them in lumamba_counts_buffer(), the upper half of the arena's
+float input block, so they are inside model_static and cost nothing on top ("in_arena"); for a
+model without that buffer the firmware needs its own, which is added to the total.
+The streaming demo also keeps a ring buffer of window + hop instants (firmware/app/demo_main.c).
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ UNANALYSED_CALL_STACK = 128
 # Cortex-M exception entry with the FPU context stacked: 8 core + 18 FP words.
 CORTEX_M_EXCEPTION_FRAME = 104
 COUNTER_ISR = "arm_systick_isr"
-MODEL_ENTRY_POINTS = ("lumamba_init", "lumamba_infer")
+MODEL_ENTRY_POINTS = ("lumamba_init", "lumamba_infer", "lumamba_infer_counts")
 TEST_WINDOWS_SYMBOL = "lumamba_test_windows"
 
 
@@ -192,7 +197,7 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
 
     Returns a dict with "board", "target" (real chip name or None), "flash" (weights,
     model_code, test_vectors, runtime_and_libc, total, deployable, limit, fits), "ram"
-    (model_static, other_static, stack, total, limit, fits), "stack" (see stack_bound) and
+    (model_static, other_static, stack, input_window, total, limit, fits), "stack" (see stack_bound) and
     "emulator" (flash and RAM sizes of the QEMU machine, or None). Sizes are in bytes;
     limit and fits are None for boards without a real chip (host).
     """
@@ -240,9 +245,12 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
 
     stack = stack_bound(build_dir)
     arena = model_h_defines(project_dir / "model.h") if (project_dir / "model.h").is_file() else {}
+    input_window = input_window_bytes(arena)
+    model_h = (project_dir / "model.h").read_text(encoding="utf-8") if (project_dir / "model.h").is_file() else ""
+    in_arena = "#define LUMAMBA_COUNTS_BUFFER_BYTES" in model_h    # lumamba_counts_buffer() exists
     target = board.target
     deployable = flash_total - test_vectors
-    ram_total = ram_static + stack["bytes"]
+    ram_total = ram_static + stack["bytes"] + (0 if in_arena else input_window)
     return {
         "board": board.name,
         "target": target.name if target else None,
@@ -252,7 +260,8 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
                   "limit": target.flash_bytes if target else None,
                   "fits": deployable <= target.flash_bytes if target else None},
         "ram": {"model_static": model_static, "other_static": ram_static - model_static,
-                "stack": stack["bytes"], "total": ram_total,
+                "stack": stack["bytes"], "input_window": input_window, "input_window_in_arena": in_arena,
+                "total": ram_total,
                 "arena": arena.get("ARENA_BYTES"), "arena_lower_bound": arena.get("ARENA_LOWER_BOUND_BYTES"),
                 "limit": target.ram_bytes if target else None,
                 "fits": ram_total <= target.ram_bytes if target else None},
@@ -279,6 +288,12 @@ def weight_sections(elf: str | Path, project_dir: str | Path) -> list[tuple[str,
     weights_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/weights[^/]*\.o$")
     return [(sec.name, sec.size) for sec in _map_input_sections(elf.parent / "lumamba.map")
             if weights_obj.match(sec.obj)]
+
+
+def input_window_bytes(defines: dict[str, int]) -> int:
+    """RAM of the int16 window the firmware owns (N_CHANNELS x N_SAMPLES counts of model.h);
+    0 when model.h does not say."""
+    return 2 * defines.get("N_CHANNELS", 0) * defines.get("N_SAMPLES", 0)
 
 
 def _needed(d: dict) -> dict[str, int]:
@@ -309,7 +324,11 @@ def format_report(d: dict) -> str:
                   f"  {'limit':<28}{ext['limit']:>14,} B  "
                   + ("fits" if ext["fits"] else f"DOES NOT FIT, over by {ext['weights'] - ext['limit']:,} B")]
     lines += ["RAM:"]
-    lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack", "total")]
+    lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack")]
+    window = row("input window (int16 counts)", ram.get("input_window", 0))
+    if ram.get("input_window_in_arena"):
+        window += "  in the arena (lumamba_counts_buffer), inside model_static"
+    lines += [window, row("total", ram["total"])]
     lines += [verdict("ram")]
     if ram.get("arena") is not None and ram.get("arena_lower_bound"):
         lines.append(f"  arena {ram['arena']:,} B planned; lower bound for this schedule {ram['arena_lower_bound']:,} B "
