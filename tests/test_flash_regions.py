@@ -22,6 +22,7 @@ from lumamba.export.project.flash_regions import (XIP_SECTION, PlacementError, W
                                                   linker_script_path, plan_placement, weight_arrays, write_placement)
 from lumamba.export.project.memory_report import check_fits, memory_report, MemoryFitError
 from lumamba.export.project.qemu import run_elf
+from lumamba.export.project.test_vectors import N_VERIFIED
 from toolchain import require_toolchain
 
 BOARD = "cortex-m4f"
@@ -135,7 +136,7 @@ def test_placement_changes_addresses_not_results(placed_project, tmp_path):
     write_placement(copy, board, None)
     assert not linker_script_path(copy, board).exists()
     unplaced = run_elf(build_project(copy, board), board)
-    assert len(placed.logits) == len(unplaced.logits) == 6
+    assert len(placed.logits) == len(unplaced.logits) == N_VERIFIED
     for a, b in zip(placed.logits, unplaced.logits):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(MemoryFitError, match=r"flash needs [\d,]+ bytes but has 327,680"):
