@@ -20,6 +20,9 @@ must store that parameter re-laid out; the folded bias is integer_te.fold_bias.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import tvm
 import tvm_ffi
 from tvm import s_tir, te, tirx
@@ -27,17 +30,27 @@ from tvm.ir import Range
 from tvm.ir.expr import TensorRegion
 
 from .integer_te import qlinear
+from .kernel_layout import KERNEL_FUNCTIONS
 from .lower import CKernel, lower_primfunc
 
 KERNEL_HEADER = "lumamba_kernels.h"
-# kernel forms reachable this way (the SMLAD form also needs a scratch pointer, see the report)
-SUPPORTED = {"c_4x4": "lumamba_s8_gemm_4x4_c", "mve_4x2": "lumamba_s8_gemm_4x2_mve"}
+# kernel forms reachable this way: all of kernel_layout's (the SMLAD form gets an int32 scratch buffer)
+SUPPORTED = dict(KERNEL_FUNCTIONS)
+# Relax's pattern kind "opaque" (TVM's OpPatternKind::kOpaque): FuseOps leaves such a function alone
+OPAQUE_PATTERN = 8
 
 
-def qlinear_primfunc(m: int, n: int, k: int, x_zero_point: int, y_zero_point: int,
+def smlad_scratch_words(k: int) -> int:
+    """LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) of lumamba_kernels.h (at least 1: no zero-size buffer)."""
+    return max(1, 4 * (k // 4))
+
+
+def qlinear_primfunc(m: int | Sequence[int], n: int, k: int, x_zero_point: int, y_zero_point: int,
                      left_shift: bool = True) -> tirx.PrimFunc:
-    """The int8 qlinear (M, K) x (N, K) -> (M, N) with a folded bias, as the int8 code generator builds it."""
-    xq = te.placeholder((m, k), "int8", "xq")
+    """The int8 qlinear (*M, K) x (N, K) -> (*M, N) with a folded bias, as the int8 code generator
+    builds it; `m` is the token count or the leading dimensions of the input."""
+    lead = (int(m),) if isinstance(m, (int, np.integer)) else tuple(int(d) for d in m)
+    xq = te.placeholder((*lead, k), "int8", "xq")
     w = te.placeholder((n, k), "int8", "weight")
     bias = te.placeholder((n,), "int32", "bias")
     mult = te.placeholder((n,), "int32", "multiplier")
@@ -50,21 +63,28 @@ def tile_with_micro_kernel(func: tirx.PrimFunc, y_zero_point: int, tile_tokens: 
                            form: str = "c_4x4") -> tirx.PrimFunc:
     """Steps 1-2 of the module docstring on a `qlinear_primfunc`; returns the rewritten PrimFunc.
 
-    tile_tokens must divide M (blockize refuses the predicated tail of an uneven split); the
-    default is all of M, one call. ValueError names the bad option otherwise."""
+    The leading loops of the input are fused into one token loop first. tile_tokens must divide
+    the token count M (blockize refuses the predicated tail of an uneven split), and tiles smaller
+    than M need a 2-D input; the default is all of M, one call. ValueError names the bad option
+    otherwise."""
     if form not in SUPPORTED:
-        raise ValueError(f"micro-kernel form {form!r} is not reachable from TIR yet; supported: {', '.join(SUPPORTED)}")
+        raise ValueError(f"micro-kernel form {form!r} is unknown; supported: {', '.join(SUPPORTED)}")
     xq, w, bias, mult, shift, out = func.params  # buffer-typed parameters in TVM 0.27
-    m, k = (int(d) for d in xq.shape)
-    n = int(w.shape[0])
+    *lead, k = (int(d) for d in xq.shape)
+    m, n = int(np.prod(lead)), int(w.shape[0])
     tile = m if tile_tokens is None else int(tile_tokens)
     if tile < 1 or m % tile:
         raise ValueError(f"tile_tokens={tile_tokens} must be >= 1 and divide the token count {m}")
+    if tile != m and len(lead) != 1:
+        raise ValueError(f"tile_tokens={tile_tokens}: tiles of a {len(lead) + 1}-D input must hold all {m} tokens")
 
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     acc = sch.get_sblock("qlinear_acc")
     req = sch.get_sblock("qlinear_out")
-    i = sch.get_loops(acc)[0]
+    tokens = sch.get_loops(acc)[:len(lead)]
+    i = sch.fuse(*tokens) if len(tokens) > 1 else tokens[0]
+    if len(lead) > 1:
+        sch.fuse(*sch.get_loops(req)[:len(lead)])
     io, ii = sch.split(i, [m // tile, tile])
     sch.reverse_compute_at(req, io)
     acc_tile = sch.blockize(ii)
@@ -72,19 +92,27 @@ def tile_with_micro_kernel(func: tirx.PrimFunc, y_zero_point: int, tile_tokens: 
     acc_name, req_name = sch.get(acc_tile).name_hint, sch.get(req_tile).name_hint
     scheduled = sch.mod["main"]
     acc_buf = _written_buffer(scheduled, "qlinear_acc")
+    # the SMLAD form widens activations into an int32 scratch: a block-local buffer, which
+    # lower.py turns into a pointer into the arena (or a local array when it is small)
+    scratch = (tirx.decl_buffer((smlad_scratch_words(k),), "int32", "gemm_scratch")
+               if form == "smlad_2x2" else None)
 
     def rewrite(block):
         if block.name_hint == acc_name:
-            t0 = block.iter_vars[0].var * tile  # first token of the tile
+            t0 = block.iter_vars[len(lead) - 1].var * tile  # first token of the tile (outer lead axes are 1 long)
             args = [xq.access_ptr("r", offset=t0 * k), w.access_ptr("r"), bias.access_ptr("r"),
                     mult.access_ptr("r"), shift.access_ptr("r"), tirx.const(y_zero_point, "int32"),
                     out.access_ptr("w", offset=t0 * n), tirx.const(tile, "int32"), tirx.const(n, "int32"),
                     tirx.const(k, "int32")]
+            writes = [_token_region(out, t0, tile, n)]
+            if scratch is not None:
+                args.append(scratch.access_ptr("rw"))
+                writes.append(_region(scratch, [(0, int(scratch.shape[0]))]))
             call = tirx.Evaluate(tirx.call_extern("void", SUPPORTED[form], *args))
-            reads = [_region(xq, [(t0, tile), (0, k)]), _region(w, [(0, n), (0, k)])] + \
+            reads = [_token_region(xq, t0, tile, k), _region(w, [(0, n), (0, k)])] + \
                     [_region(b, [(0, n)]) for b in (bias, mult, shift)]
-            return s_tir.SBlock(block.iter_vars, reads, [_region(out, [(t0, tile), (0, n)])],
-                                block.name_hint, call)
+            return s_tir.SBlock(block.iter_vars, reads, writes, block.name_hint, call, None,
+                                [scratch] if scratch is not None else [])
         if block.name_hint == req_name:
             return s_tir.SBlock(block.iter_vars, [], [], block.name_hint, tirx.Evaluate(tirx.const(0, "int32")))
         if any(b.same_as(acc_buf) for b in block.alloc_buffers):
@@ -93,16 +121,26 @@ def tile_with_micro_kernel(func: tirx.PrimFunc, y_zero_point: int, tile_tokens: 
                                 block.match_buffers, block.annotations)
         return block
 
-    return scheduled.with_body(tvm_ffi.structural_map(scheduled.body, (s_tir.SBlock, rewrite)))
+    rewritten = scheduled.with_body(tvm_ffi.structural_map(scheduled.body, (s_tir.SBlock, rewrite)))
+    return rewritten.with_attr("op_pattern", OPAQUE_PATTERN)
 
 
 def lower_qlinear_with_micro_kernel(m: int, n: int, k: int, x_zero_point: int, y_zero_point: int,
                                     symbol: str, tile_tokens: int | None = None, form: str = "c_4x4") -> CKernel:
-    """The C kernel `symbol(p0 xq, p1 weight, p2 bias, p3 multiplier, p4 shift, p5 y)` that calls the
-    micro-kernel per tile; p1 in the form's layout (kernels_layout.relayout), p2 the folded bias."""
+    """The C kernel `symbol(p0 xq, p1 weight, p2 bias, p3 multiplier, p4 shift, p5 y[, s0 scratch])`
+    that calls the micro-kernel per tile; p1 in the form's layout (kernel_layout.relayout), p2 the
+    folded bias; the SMLAD form's scratch is a local array when it is small (lower.LOCAL_ALLOC_BYTES)."""
     func = tile_with_micro_kernel(qlinear_primfunc(m, n, k, x_zero_point, y_zero_point), y_zero_point,
                                   tile_tokens, form)
     return lower_primfunc(func, symbol, tvm_name=f"qlinear via {SUPPORTED[form]}")
+
+
+def _token_region(buf, t0, tile: int, last: int) -> TensorRegion:
+    """Rows t0 .. t0 + tile of a 2-D buffer, or all of a buffer with more leading dimensions
+    (tile_with_micro_kernel allows only whole-buffer tiles there)."""
+    if len(buf.shape) == 2:
+        return _region(buf, [(t0, tile), (0, last)])
+    return _region(buf, [(0, int(d)) for d in buf.shape])
 
 
 def _region(buf, ranges) -> TensorRegion:

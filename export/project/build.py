@@ -25,7 +25,7 @@ FIRMWARE_DIR = "firmware"  # name of the firmware copy inside a project
 ELF_NAME = "lumamba.elf"
 
 # Files of lumamba/firmware that a project needs (board profiles stay behind: rendered as .mk).
-_FIRMWARE_GLOBS = ("project.mk", "runtime/*.[ch]", "app/*.[ch]", "boards/*.[ch]", "chips/*.ld", "chips/*.mk")
+_FIRMWARE_GLOBS = ("project.mk", "runtime/*.[ch]", "kernels/*.[ch]", "app/*.[ch]", "boards/*.[ch]", "chips/*.ld", "chips/*.mk")
 
 
 class ToolchainError(RuntimeError):
