@@ -76,19 +76,15 @@ def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Ma
 
 def _emit_qlinear_micro_kernel(bb: relax.BlockBuilder, attrs: Mapping, x, params: Mapping[str, np.ndarray],
                                form: str):
-    """A qlinear (folded bias in `params`) as its own kernel that calls micro-kernel `form` over all
-    tokens (micro_kernel_tir): the weights stored in the form's layout, the requantisation in the
-    micro-kernel's epilogue. The PrimFunc is marked opaque, so FuseOps keeps it a kernel of its own
-    (its neighbours fuse among themselves) and the rewritten body reaches the C unchanged."""
-    *lead, k = (int(d) for d in x.ty.shape)
-    n = int(params["weight"].shape[0])
+    """A qlinear (folded bias in `params`) whose accumulation calls micro-kernel `form`
+    (micro_kernel_tir.qlinear_te; relax_to_c rewrites it after fusion): the weights stored in the
+    form's layout, bias, multiplier and shift as the rows of one (3, N) int32 constant, the
+    requantisation in the micro-kernel's epilogue. It fuses with its consumers as before."""
     zx, zy = int(attrs["x_zero_point"]), int(attrs["y_zero_point"])
-    func = micro_kernel_tir.tile_with_micro_kernel(micro_kernel_tir.qlinear_primfunc(lead, n, k, zx, zy), zy,
-                                                   form=form)
-    values = dict(params, weight=relayout(form, params["weight"]))
-    consts = [relax.const(np.ascontiguousarray(values[role])) for role in INTEGER_ROLES]
-    gv = bb.add_func(func, "qlinear")
-    return bb.emit(relax.call_tir(gv, relax.Tuple([x, *consts]), relax.TensorType((*lead, n), "int8")))
+    weight = relax.const(np.ascontiguousarray(relayout(form, params["weight"])))
+    qparams = relax.const(np.stack([params["bias"], params["multiplier"], params["shift"]]).astype(np.int32))
+    return bb.emit_te(lambda xq, w, qp: micro_kernel_tir.qlinear_te(xq, w, qp, zx, zy, form), x, weight, qparams,
+                      primfunc_name_hint="qlinear")
 
 
 INTEGER_ROLES = ("weight", "bias", "multiplier", "shift")
