@@ -1,22 +1,29 @@
-"""Prototype: reach a firmware micro-kernel (firmware/kernels/) from a scheduled int8 `qlinear`
-PrimFunc, so that TVM keeps fusing, planning memory and writing the loops while the inner tile is
-the hand-written kernel.
+"""Reach a firmware micro-kernel (firmware/kernels/) from a fused int8 `qlinear` PrimFunc, so that
+TVM keeps fusing, planning memory and writing the loops while the inner tile is the hand-written
+kernel. The int8 front end (qgraph_frontend, with a board's `int8_gemm` form) builds qlinears with
+`qlinear_te`; relax_to_c lowers every fused PrimFunc through `schedule_with_micro_kernels`.
 
 Route (Schedule.tensorize segfaults with the pinned apache-tvm-ffi, so no TensorIntrin):
-1. `qlinear` (integer_te, folded bias) has two blocks: the int32 reduction `qlinear_acc` and the
-   requantisation `qlinear_out`. Split the token loop into tiles of `tile_tokens`, move the
-   requantisation under the tile loop (reverse_compute_at) and blockize each of the two tile
-   bodies: `qlinear_acc_o` (T tokens x N x K) and `qlinear_out_o` (T x N).
-2. Structural rewrite of the scheduled PrimFunc: the body of `qlinear_acc_o` becomes one
-   `T.call_extern` of the micro-kernel, which writes the int8 output tile itself (requantisation
-   fused in its epilogue); `qlinear_out_o` becomes a no-op; the int32 accumulator buffer is
-   dropped. The blocks' read/write regions are set to what the call touches, so TVM's later
-   passes (buffer compaction, memory planning) see the true dependencies.
-3. `lower.lower_primfunc` prints it as plain C: pointers into the tile via
-   `tvm_access_ptr` -> `&p0[offset]`, the kernel symbol as an external call.
+1. `qlinear_te` has two blocks: the int32 reduction `qlinear_acc` (annotated with the kernel form
+   and the output zero point) and the requantisation `qlinear_out`; after FuseOps/FuseTIR its
+   consumers (dequantize, bias add, GELU, quantize, ...) follow in the same PrimFunc. Split the
+   token loop into tiles (up to MAX_TILE_TOKENS tokens of the last leading axis), move the
+   requantisation and every consumer that can move under the tile loop (reverse_compute_at), and
+   blockize the two tile bodies: `qlinear_acc_o` (T tokens x N x K) and `qlinear_out_o` (T x N).
+2. schedule.schedule_for_mcu inlines the consumers among themselves, as for any kernel.
+3. Structural rewrite: the body of `qlinear_acc_o` becomes one `T.call_extern` of the
+   micro-kernel, which writes the int8 output tile itself (requantisation fused in its epilogue);
+   `qlinear_out_o` becomes a no-op; the int32 accumulator buffer is dropped. The call reads and
+   writes tile views (match buffers) of the activations and the int8 output, so buffer compaction
+   shrinks an output that only the tile's consumers read to one tile (T x N bytes) and re-bases
+   the pointer; the blocks' read/write regions are what the call touches.
+4. `lower.lower_primfunc` prints it as plain C: pointers via `tvm_access_ptr` -> `&p0[offset]`,
+   the kernel symbol as an external call, the SMLAD form's int32 scratch as an arena buffer (or a
+   local array when small, lower.LOCAL_ALLOC_BYTES).
 
-The kernel reads its weights in its own layout (kernels_layout.relayout), so the code generator
-must store that parameter re-laid out; the folded bias is integer_te.fold_bias.
+The kernel reads its weights in its own layout (kernel_layout.relayout), which the front end
+stores; bias (folded, integer_te.fold_bias), multiplier and shift are the rows of one (3, N)
+table, so the rewrite finds each operand by its role.
 """
 from __future__ import annotations
 
