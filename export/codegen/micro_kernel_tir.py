@@ -109,12 +109,12 @@ class _Tiled:
 
 def schedule_with_micro_kernels(func: tirx.PrimFunc, max_tile_tokens: int = MAX_TILE_TOKENS) -> tirx.PrimFunc:
     """schedule.schedule_for_mcu, with every `qlinear_te` accumulation of `func` (a fused
-    PrimFunc) turned into calls of its micro-kernel (the module docstring's steps 1-2; `func`
+    PrimFunc) turned into calls of its micro-kernel (the module docstring's steps 1-3; `func`
     only scheduled if it has none).
 
-    Tiles: the largest divisor of the token count M up to `max_tile_tokens` when every consumer of
-    the qlinear's int8 output moves under the tile loop (the output then shrinks to one tile), else
-    all of M in one call. The schedule runs between tiling and the rewrite, while every block still
+    Tiles: the largest divisor of the last leading axis up to `max_tile_tokens` (if above 1) when
+    every direct consumer of the qlinear's int8 output moves under the tile loop (the output then
+    shrinks to one tile), else all M tokens in one call. The schedule runs between tiling and the rewrite, while every block still
     has its TE body (TVM's schedule primitives treat a block holding an external call as opaque)."""
     tiled = []
     for name in _annotated_blocks(func):
