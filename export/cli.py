@@ -233,7 +233,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
         quant_dir = work / INT8_DIR
         int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps, manifest.preprocess["normalisation"])
         steps("compiling the integer graphs to C with TVM")
-        compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress)
+        compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress, gemm_form=board.int8_gemm)
         steps("writing the firmware project")
         write_int8_project(compiled, quant_dir, work, windows, board=board.name)
     else:

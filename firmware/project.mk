@@ -62,22 +62,24 @@ ELF := $(BUILD)/lumamba.elf
 # memory report combines into the worst call chain.
 CFLAGS := -std=c99 -Wall -Wextra -Werror -O2 -ffp-contract=off \
           -ffunction-sections -fdata-sections -fstack-usage -fcallgraph-info=su \
-          $(ARCH_CFLAGS) $(BOARD_DEFINES) -I. -I$(LUMAMBA_FW)/runtime
+          $(ARCH_CFLAGS) $(BOARD_DEFINES) -I. -I$(LUMAMBA_FW)/runtime -I$(LUMAMBA_FW)/kernels
 LDFLAGS := $(ARCH_CFLAGS) $(BOARD_LDFLAGS) -Wl,--gc-sections -Wl,-Map=$(BUILD)/lumamba.map
 
 MODEL_SRCS := $(wildcard *.c)
-# lumamba_fmath.c: the bit-exact transcendentals the int8 kernels call (float images drop it
-# with --gc-sections).
+# lumamba_fmath.c: the bit-exact transcendentals the int8 kernels call; kernels/: the int8 GEMM
+# micro-kernels they call (each tuned form compiles only where its extension is there, the
+# fallback file defines the others). Images that call none drop them with --gc-sections.
 # lumamba_normalise.c: int16 counts -> the model's input, for lumamba_infer_counts().
+KERNEL_SRCS := $(patsubst $(LUMAMBA_FW)/%,%,$(wildcard $(LUMAMBA_FW)/kernels/*.c))
 FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_normalise.c runtime/lumamba_counter.c \
-           app/main.c $(BOARD_SRCS)
+           $(KERNEL_SRCS) app/main.c $(BOARD_SRCS)
 MODEL_OBJS := $(MODEL_SRCS:%.c=$(BUILD)/%.o)
 FW_OBJS := $(FW_SRCS:%.c=$(BUILD)/fw/%.o)
 
 DEMO_ELF := $(BUILD)/lumamba-demo.elf
 DEMO_DEFINES ?=
 DEMO_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_normalise.c runtime/lumamba_counter.c \
-             runtime/lumamba_stream.c \
+             runtime/lumamba_stream.c $(KERNEL_SRCS) \
              app/demo_main.c app/demo_io.c app/demo_stdio.c $(BOARD_SRCS)
 DEMO_OBJS := $(DEMO_SRCS:%.c=$(BUILD)/demo/%.o)
 

@@ -95,6 +95,10 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     assert (out / INT8_DIR / "qdq" / "unify.onnx").is_file()      # the QDQ set for onnxruntime users
     weights = "".join(p.read_text() for p in out.glob("weights_lumamba_*.c"))
     assert "const int8_t" in weights
+    # every qlinear calls the Cortex-M4F's micro-kernel (SMLAD), whose sources the project carries
+    kernels = "".join(p.read_text() for p in out.glob("lumamba_*_kernels.c"))
+    assert kernels.count("lumamba_s8_gemm_2x2_smlad(") >= 10 and "lumamba_s8_gemm_4x4_c(" not in kernels
+    assert (out / "firmware" / "kernels" / "lumamba_s8_gemm_fallback_c.c").is_file()
 
 
 def test_same_sources_bit_exact_on_host(m4_project):

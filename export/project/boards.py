@@ -120,6 +120,7 @@ class Board:
     description: str
     notes: str                        # why the profile is as it is
     compiler: str
+    int8_gemm: str                    # int8 GEMM micro-kernel form the generated model calls (kernel_layout)
     cflags: tuple[str, ...]
     ldflags: tuple[str, ...]
     ldlibs: tuple[str, ...]
@@ -214,7 +215,7 @@ def load_board(name: str) -> Board:
     if d["target"] is not None:
         target = parse_target(d["target"])
     return Board(name=d["name"], description=d["description"], notes=d.get("notes", ""),
-                 compiler=d["compiler"],
+                 compiler=d["compiler"], int8_gemm=d.get("int8_gemm", "c_4x4"),
                  cflags=tuple(d["cflags"]), ldflags=tuple(d["ldflags"]), ldlibs=tuple(d["ldlibs"]),
                  sources=tuple(d["sources"]), packages=dict(d["packages"]),
                  emulator=emulator, target=target, adc=_adc(d, path))

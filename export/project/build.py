@@ -26,7 +26,7 @@ ELF_NAME = "lumamba.elf"
 DEMO_ELF_NAME = "lumamba-demo.elf"   # the streaming demo (firmware/app/demo_main.c)
 
 # Files of lumamba/firmware that a project needs (board profiles stay behind: rendered as .mk).
-_FIRMWARE_GLOBS = ("project.mk", "runtime/*.[ch]", "app/*.[ch]", "boards/*.[ch]", "chips/*.ld", "chips/*.mk")
+_FIRMWARE_GLOBS = ("project.mk", "runtime/*.[ch]", "kernels/*.[ch]", "app/*.[ch]", "boards/*.[ch]", "chips/*.ld", "chips/*.mk")
 
 
 class ToolchainError(RuntimeError):

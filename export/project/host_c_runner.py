@@ -30,23 +30,27 @@ LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
 GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
 
 
-# as firmware/project.mk builds them
-RUNTIME_SOURCES = ("lumamba_runtime.c", "lumamba_fmath.c", "lumamba_normalise.c")
+# as firmware/project.mk builds them, relative to the firmware folder; plus every kernels/*.c
+RUNTIME_SOURCES = ("runtime/lumamba_runtime.c", "runtime/lumamba_fmath.c", "runtime/lumamba_normalise.c")
 
 
-def _runtime_dir(project: Path) -> Path:
-    copy = project / FIRMWARE_DIR / "runtime"
-    return copy if all((copy / name).is_file() for name in RUNTIME_SOURCES) else FIRMWARE_ROOT / "runtime"
+def _firmware_dir(project: Path) -> Path:
+    """The project's copy of the firmware sources, or the package's when the copy is incomplete."""
+    copy = project / FIRMWARE_DIR
+    complete = all((copy / name).is_file() for name in RUNTIME_SOURCES) and any((copy / "kernels").glob("*.c"))
+    return copy if complete else FIRMWARE_ROOT
 
 
 def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) -> Path:
-    """Compile the project's model sources and the runtime into a shared library (cached by the
-    sources' content, so an unchanged project is not rebuilt). Returns the library's path."""
+    """Compile the project's model sources, the runtime and the int8 micro-kernels into a shared
+    library (cached by the sources' content, so an unchanged project is not rebuilt). Returns the
+    library's path."""
     project = Path(project_dir)
     if shutil.which(cc) is None:
         raise FileNotFoundError(f"C compiler {cc!r} not found (Debian package gcc)")
-    runtime = _runtime_dir(project)
-    sources = sorted(project.glob("*.c")) + [runtime / name for name in RUNTIME_SOURCES]
+    firmware = _firmware_dir(project)
+    sources = (sorted(project.glob("*.c")) + [firmware / name for name in RUNTIME_SOURCES]
+               + sorted((firmware / "kernels").glob("*.c")))
     if not (project / "model.h").is_file() or not (project / "model.c").is_file():
         raise FileNotFoundError(f"{project} holds no generated model (model.c, model.h)")
     digest = hashlib.sha256(" ".join((cc, *HOST_CFLAGS)).encode())
@@ -56,10 +60,10 @@ def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 
     if library.is_file():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    includes = ["-I", str(project), "-I", str(runtime)]
+    includes = ["-I", str(project), "-I", str(firmware / "runtime"), "-I", str(firmware / "kernels")]
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
         def compile_one(src: Path) -> Path:
-            obj = Path(tmp) / (src.stem + ".o")
+            obj = Path(tmp) / (src.parent.name + "_" + src.stem + ".o")
             _run([cc, *HOST_CFLAGS, *includes, "-c", str(src), "-o", str(obj)])
             return obj
 
