@@ -4,7 +4,7 @@
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
-                           [--max-drift 0.01]]
+                           [--max-drift 0.01]] [--profile]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
@@ -20,6 +20,10 @@ bit-identical to the int8 golden model, not within a tolerance of onnxruntime, a
 scores the float model and the golden model on the source's test windows (the AUROC drift,
 drift.json and drift.png; over --max-drift fails the export). A short report (parity, memory,
 drift) ends the run.
+
+With --profile (emulated boards), a last step runs a copy of the project with the instruction
+counter read around every kernel call (lumamba.export.project.kernel_profile), prints the top
+kernels and the per-graph totals, and writes profile.json (report.json carries its per-graph totals).
 
 Everything is written to a temporary directory beside --out and moved into place at the end, so
 a failed or interrupted run never replaces a good earlier project. A project that builds but does
@@ -252,6 +256,8 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     verification = _verify(args, board, work, steps) if args.verify else None
     summary = {"memory": memory_line(report),
                "parity": verification.summary() if verification is not None else "not checked (--no-verify)"}
+    if args.profile:
+        summary["profile"] = _profile(args, board, work, steps)
     if args.app == "demo":
         summary["demo"] = _build_demo(work, board, steps)
     if args.int8:
@@ -304,9 +310,11 @@ def _write_run_report(args, model, channels, board, memory: dict, verification, 
 
     drift_path = work / "drift.json"
     drift = json.loads(drift_path.read_text(encoding="utf-8")) if drift_path.is_file() else None
+    profile_path = work / "profile.json"
+    profile = json.loads(profile_path.read_text(encoding="utf-8")) if profile_path.is_file() else None
     macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
     write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
-                            memory=memory, verification=verification, drift=drift), work)
+                            memory=memory, verification=verification, drift=drift, profile=profile), work)
 
 
 def _verify(args, board, work: Path, steps: _Steps):
@@ -323,6 +331,25 @@ def _verify(args, board, work: Path, steps: _Steps):
     print("      " + result.summary())
     print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
     return result
+
+
+def _profile(args, board, work: Path, steps: _Steps) -> str:
+    """--profile: instructions per window per graph and kernel on the board (a scratch copy of the
+    project with counter reads around each kernel call); prints the tables, writes profile.json and
+    returns the report line."""
+    from lumamba.export.project.kernel_profile import ProfileError, profile_project, write_profile
+
+    steps(f"profiling the kernels on {board.name} (counter reads around every kernel call)")
+    try:
+        profile = profile_project(work, board, timeout_s=args.timeout)
+    except ProfileError as e:
+        raise ExportError(f"--profile: {e}") from None
+    path = write_profile(profile, work)
+    print("\n".join("      " + line for line in profile.format(top=10).splitlines()))
+    graph, n = max(profile.graphs().items(), key=lambda kv: kv[1])
+    ipm = profile.gemm_instructions_per_mac()
+    gemm = f"; GEMM kernels {ipm:.2f} instructions per MAC" if ipm is not None else ""
+    return f"largest graph {graph} ({100 * profile.share(n):.1f} % of kernel instructions){gemm}; see {path.name}"
 
 
 def memory_line(report: dict) -> str:
@@ -344,9 +371,9 @@ def memory_line(report: dict) -> str:
 def print_summary(summary: dict, title: str) -> None:
     """The short report that ends an export: parity, memory, drift."""
     print(f"\n{title}")
-    for key in ("parity", "memory", "drift", "demo"):
+    for key in ("parity", "memory", "drift", "demo", "profile"):
         if key in summary:
-            print(f"  {key + ':':8s}{summary[key]}")
+            print(f"  {key + ':':9s}{summary[key]}")
 
 
 # --- int8: calibration, quantisation, drift --------------------------------------------------------
@@ -433,7 +460,8 @@ def _reject(work: Path, out: Path) -> Path:
 def run(args: argparse.Namespace) -> Path:
     """The whole export as the options ask; returns the output directory."""
     out = Path(args.out)
-    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify) + (args.app == "demo")
+    n_steps = ((1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify) + (args.app == "demo")
+               + bool(args.profile))
     steps = _Steps(n_steps)
     # every input is checked before the minutes of work start
     board_name = TARGETS[args.target]
@@ -475,6 +503,7 @@ def run(args: argparse.Namespace) -> Path:
         print(f"wrote {out}: manifest.json and {len(list(out.glob('*.onnx')))} ONNX graphs")
     else:
         extra = ", drift.json, drift.png" if (out / "drift.json").is_file() else ""
+        extra += ", profile.json" if (out / "profile.json").is_file() else ""
         print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json, "
               f"report.json{extra}\n"
               f"rebuild with: make -C {out} BOARD={board}")
@@ -530,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-config", metavar="FILE",
                    help="with --int8: JSON/TOML quantisation config moving layers between int8 and float "
                         "(quant/README.md), e.g. {\"float\": [\"classifier.fc3\"]}")
+    p.add_argument("--profile", action="store_true",
+                   help="after verification, profile the project on its emulated board: instructions per window "
+                        "per graph and kernel (printed, and profile.json); not for --target onnx or host")
     p.add_argument("--max-drift", type=float,
                    help="with --int8: largest allowed |AUROC_int8 - AUROC_float| on the calibration source's "
                         f"test windows (default {DEFAULT_MAX_DRIFT})")
@@ -545,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8 and TARGETS[args.target] is None:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")
+    if args.profile and (TARGETS[args.target] is None or TARGETS[args.target] == "host"):
+        parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
+                     f"riscv), not --target {args.target}")
     int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows,
                  "--quant-config": args.quant_config, "--max-drift": args.max_drift}
     given = [name for name, value in int8_only.items() if value is not None]
