@@ -468,7 +468,7 @@ def run(args: argparse.Namespace) -> Path:
     board = board_with_limits(board_name, args.board_profile) if board_name else None
     if board is not None:
         from lumamba.export.project.build import check_toolchain
-        check_toolchain(board, need_emulator=args.verify)
+        check_toolchain(board, need_emulator=args.verify or args.profile)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
     if args.int8:
