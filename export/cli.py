@@ -2,9 +2,9 @@
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
-                   [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo]
+                   [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
-                           [--max-drift 0.01]] [--profile]
+                           [--max-drift 0.01]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
@@ -548,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming demo ELF (build/<board>/lumamba-demo.elf, continuous int16 samples in over the "
                         "UART, one decision per hop out; lumamba-stream drives it)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
+    p.add_argument("--profile", action="store_true",
+                   help="after verification, profile the project on its emulated board: instructions per window "
+                        "per graph and kernel (printed, and profile.json); not for --target onnx or host")
     p.add_argument("--int8", action="store_true",
                    help="int8 weights and activations (firmware targets); --verify then requires logits "
                         "bit-identical to the int8 golden model")
@@ -559,9 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-config", metavar="FILE",
                    help="with --int8: JSON/TOML quantisation config moving layers between int8 and float "
                         "(quant/README.md), e.g. {\"float\": [\"classifier.fc3\"]}")
-    p.add_argument("--profile", action="store_true",
-                   help="after verification, profile the project on its emulated board: instructions per window "
-                        "per graph and kernel (printed, and profile.json); not for --target onnx or host")
     p.add_argument("--max-drift", type=float,
                    help="with --int8: largest allowed |AUROC_int8 - AUROC_float| on the calibration source's "
                         f"test windows (default {DEFAULT_MAX_DRIFT})")
@@ -577,9 +577,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8 and TARGETS[args.target] is None:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")
-    if args.profile and (TARGETS[args.target] is None or TARGETS[args.target] == "host"):
-        parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
-                     f"riscv), not --target {args.target}")
     int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows,
                  "--quant-config": args.quant_config, "--max-drift": args.max_drift}
     given = [name for name, value in int8_only.items() if value is not None]
@@ -595,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-drift {args.max_drift}: must be between 0 and 1 (an AUROC difference)")
     if args.timeout <= 0:
         parser.error(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if args.profile and (TARGETS[args.target] is None or TARGETS[args.target] == "host"):
+        parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
+                     f"riscv), not --target {args.target}")
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
