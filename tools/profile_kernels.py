@@ -1,7 +1,9 @@
 """Where a generated firmware project's instructions go, per graph and kernel (a thin CLI over
 lumamba.export.project.kernel_profile; `lumamba-export --profile` does the same after an export).
 
-    .venv/bin/python tools/profile_kernels.py PROJECT [--board cortex-m4f] [--top 25] [--json FILE]
+    .venv/bin/python tools/profile_kernels.py PROJECT [--board B] [--top 25] [--json FILE]
+
+--board defaults to the board the project was exported for (its memory.json), else cortex-m4f.
 
 PROJECT is a `lumamba-export` output directory; it is profiled in a scratch copy and not changed.
 """
@@ -18,10 +20,13 @@ from lumamba.export.project.kernel_profile import ProfileError, profile_project
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("project", type=Path)
-    p.add_argument("--board", default="cortex-m4f")
+    p.add_argument("--board", help="emulated board (default: the project's own, from memory.json)")
     p.add_argument("--top", type=int, default=25, help="kernels listed (default 25)")
     p.add_argument("--json", type=Path, help="also write the profile as JSON (profile.json's format)")
     args = p.parse_args(argv)
+    if args.board is None:
+        memory = args.project / "memory.json"
+        args.board = json.loads(memory.read_text())["board"] if memory.is_file() else "cortex-m4f"
     try:
         profile = profile_project(args.project, args.board)
     except ProfileError as e:
