@@ -2,7 +2,7 @@
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
-                   [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo]
+                   [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
                            [--max-drift 0.01]]
 
@@ -20,6 +20,10 @@ bit-identical to the int8 golden model, not within a tolerance of onnxruntime, a
 scores the float model and the golden model on the source's test windows (the AUROC drift,
 drift.json and drift.png; over --max-drift fails the export). A short report (parity, memory,
 drift) ends the run.
+
+With --profile (emulated boards), a last step runs a copy of the project with the instruction
+counter read around every kernel call (lumamba.export.project.kernel_profile), prints the top
+kernels and the per-graph totals, and writes profile.json (report.json carries its per-graph totals).
 
 Everything is written to a temporary directory beside --out and moved into place at the end, so
 a failed or interrupted run never replaces a good earlier project. A project that builds but does
@@ -252,6 +256,8 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     verification = _verify(args, board, work, steps) if args.verify else None
     summary = {"memory": memory_line(report),
                "parity": verification.summary() if verification is not None else "not checked (--no-verify)"}
+    if args.profile:
+        summary["profile"] = _profile(args, board, work, steps)
     if args.app == "demo":
         summary["demo"] = _build_demo(work, board, steps)
     if args.int8:
@@ -304,9 +310,11 @@ def _write_run_report(args, model, channels, board, memory: dict, verification, 
 
     drift_path = work / "drift.json"
     drift = json.loads(drift_path.read_text(encoding="utf-8")) if drift_path.is_file() else None
+    profile_path = work / "profile.json"
+    profile = json.loads(profile_path.read_text(encoding="utf-8")) if profile_path.is_file() else None
     macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
     write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
-                            memory=memory, verification=verification, drift=drift), work)
+                            memory=memory, verification=verification, drift=drift, profile=profile), work)
 
 
 def _verify(args, board, work: Path, steps: _Steps):
@@ -323,6 +331,25 @@ def _verify(args, board, work: Path, steps: _Steps):
     print("      " + result.summary())
     print(f"      {result.seconds:.1f} s for {len(result.logits)} windows")
     return result
+
+
+def _profile(args, board, work: Path, steps: _Steps) -> str:
+    """--profile: instructions per window per graph and kernel on the board (a scratch copy of the
+    project with counter reads around each kernel call); prints the tables, writes profile.json and
+    returns the report line."""
+    from lumamba.export.project.kernel_profile import ProfileError, profile_project, write_profile
+
+    steps(f"profiling the kernels on {board.name} (counter reads around every kernel call)")
+    try:
+        profile = profile_project(work, board, timeout_s=args.timeout)
+    except ProfileError as e:
+        raise ExportError(f"--profile: {e}") from None
+    path = write_profile(profile, work)
+    print("\n".join("      " + line for line in profile.format(top=10).splitlines()))
+    graph, n = max(profile.graphs().items(), key=lambda kv: kv[1])
+    ipm = profile.gemm_instructions_per_mac()
+    gemm = f"; GEMM kernels {ipm:.2f} instructions per MAC" if ipm is not None else ""
+    return f"largest graph {graph} ({100 * profile.share(n):.1f} % of kernel instructions){gemm}; see {path.name}"
 
 
 def memory_line(report: dict) -> str:
@@ -344,9 +371,9 @@ def memory_line(report: dict) -> str:
 def print_summary(summary: dict, title: str) -> None:
     """The short report that ends an export: parity, memory, drift."""
     print(f"\n{title}")
-    for key in ("parity", "memory", "drift", "demo"):
+    for key in ("parity", "memory", "drift", "demo", "profile"):
         if key in summary:
-            print(f"  {key + ':':8s}{summary[key]}")
+            print(f"  {key + ':':9s}{summary[key]}")
 
 
 # --- int8: calibration, quantisation, drift --------------------------------------------------------
@@ -433,14 +460,15 @@ def _reject(work: Path, out: Path) -> Path:
 def run(args: argparse.Namespace) -> Path:
     """The whole export as the options ask; returns the output directory."""
     out = Path(args.out)
-    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify) + (args.app == "demo")
+    n_steps = ((1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify) + (args.app == "demo")
+               + bool(args.profile))
     steps = _Steps(n_steps)
     # every input is checked before the minutes of work start
     board_name = TARGETS[args.target]
     board = board_with_limits(board_name, args.board_profile) if board_name else None
     if board is not None:
         from lumamba.export.project.build import check_toolchain
-        check_toolchain(board, need_emulator=args.verify)
+        check_toolchain(board, need_emulator=args.verify or args.profile)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
     if args.int8:
@@ -475,6 +503,7 @@ def run(args: argparse.Namespace) -> Path:
         print(f"wrote {out}: manifest.json and {len(list(out.glob('*.onnx')))} ONNX graphs")
     else:
         extra = ", drift.json, drift.png" if (out / "drift.json").is_file() else ""
+        extra += ", profile.json" if (out / "profile.json").is_file() else ""
         print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json, "
               f"report.json{extra}\n"
               f"rebuild with: make -C {out} BOARD={board}")
@@ -519,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming demo ELF (build/<board>/lumamba-demo.elf, continuous int16 samples in over the "
                         "UART, one decision per hop out; lumamba-stream drives it)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
+    p.add_argument("--profile", action="store_true",
+                   help="after verification, profile the project on its emulated board: instructions per window "
+                        "per graph and kernel (printed, and profile.json); not for --target onnx or host")
     p.add_argument("--int8", action="store_true",
                    help="int8 weights and activations (firmware targets); --verify then requires logits "
                         "bit-identical to the int8 golden model")
@@ -560,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-drift {args.max_drift}: must be between 0 and 1 (an AUROC difference)")
     if args.timeout <= 0:
         parser.error(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if args.profile and (TARGETS[args.target] is None or TARGETS[args.target] == "host"):
+        parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
+                     f"riscv), not --target {args.target}")
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:

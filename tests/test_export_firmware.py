@@ -8,7 +8,7 @@ Tolerances (absolute, on logits of magnitude ~0.1-1):
 - firmware (QEMU) vs onnxruntime: 1e-4, the CLI's --verify bound (lumamba.export.verify explains
   it); measured ~4e-8 for micro.
 
-The default tests share one CLI run (micro, tcp22, T=640, Cortex-M4F, --verify); the other
+The default tests share one CLI run (micro, tcp22, T=640, Cortex-M4F, --verify --profile); the other
 boards rebuild that project. Full exports of their own (determinism, a too-small chip through
 the CLI, tiny) are marked slow.
 """
@@ -30,6 +30,7 @@ from lumamba.export.project.boards import load_board
 from lumamba.export.project.build import elf_path
 from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, model_sources
 from lumamba.export.project.host_c_runner import load_host_c
+from lumamba.export.project.kernel_profile import ProfileError, profile_project
 from lumamba.export.onnx.manifest import Manifest
 from lumamba.export.project.memory_report import memory_report
 from lumamba.export.project.test_vectors import N_VERIFIED, N_WINDOWS, fixed_windows
@@ -51,12 +52,12 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def micro_project(tmp_path_factory):
     """One CLI run: micro for the Cortex-M4F, verified in QEMU (it fits the default chip; the
-    STM32F407 it does not: test_named_chip_profile)."""
+    STM32F407 it does not: test_named_chip_profile), then profiled (--profile)."""
     require_toolchain("cortex-m4f")
     out = tmp_path_factory.mktemp("cli") / "micro-m4"
     capture = subprocess.run(
         [sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", *MICRO_ARGS, "--out", str(out),
-         "--verify"], capture_output=True, text=True, timeout=600)
+         "--verify", "--profile"], capture_output=True, text=True, timeout=600)
     return out, capture
 
 
@@ -66,7 +67,7 @@ def test_cli_cortex_m_verify_end_to_end(micro_project):
     log = run.stdout
     print(log)
     # progress, the memory report and the verification all show
-    assert re.search(r"\[1/6\] exporting recurrent-mode ONNX graphs", log)
+    assert re.search(r"\[1/7\] exporting recurrent-mode ONNX graphs", log)
     assert "Memory report, board cortex-m4f" in log
     m = re.search(r"max abs error of the logits vs onnxruntime (\S+) \(tolerance", log)
     assert m and float(m.group(1)) <= TOLERANCE
@@ -94,6 +95,38 @@ def test_cli_cortex_m_verify_end_to_end(micro_project):
     manifest = Manifest.load(out / ONNX_DIR)
     assert manifest.n_channels == 22 and manifest.n_samples == 640
     assert not list(out.parent.glob(".micro-m4.*"))          # no temporary directory left
+
+
+def test_cli_profile_sums_to_the_unprofiled_count(micro_project):
+    out, run = micro_project
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"\[7/7\] profiling the kernels on cortex-m4f", run.stdout)
+    assert re.search(r"profile: +largest graph frontend \([\d.]+ % of kernel instructions\); see profile.json",
+                     run.stdout)
+    profile = json.loads((out / "profile.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    unprofiled = report["instructions_per_window"]
+    kernels = sum(k["instructions"] for k in profile["kernels"])
+    assert kernels == pytest.approx(profile["kernel_instructions_per_window"], abs=len(profile["kernels"]))
+    # the kernels are nearly all of lumamba_infer(); the counter reads add well under 2 %
+    assert 0.97 * unprofiled < kernels < 1.02 * unprofiled
+    assert unprofiled < profile["instructions_per_window"] < 1.02 * unprofiled
+    drivers = {p.name[len("lumamba_"):-len("_driver.c")] for p in out.glob("lumamba_*_driver.c")}
+    assert set(profile["graphs"]) == drivers and "frontend" in drivers
+    assert sum(g["instructions"] for g in profile["graphs"].values()) == pytest.approx(kernels, abs=len(drivers))
+    assert sum(g["share"] for g in profile["graphs"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert report["profile"]["file"] == "profile.json"
+    assert report["profile"]["graphs"] == {g: v["instructions"] for g, v in profile["graphs"].items()}
+    assert profile["gemm"]["macs"] == 0   # float32: no int8 micro-kernel calls
+    # the project itself is not instrumented
+    assert "lumamba_counter_read" not in "".join(p.read_text() for p in out.glob("lumamba_*_driver.c"))
+    assert not list(out.glob("lumamba_profile_gemm.*"))
+
+
+def test_profile_on_the_host_is_refused(micro_project):
+    out, _ = micro_project
+    with pytest.raises(ProfileError, match="needs an emulated board"):
+        profile_project(out, "host")
 
 
 def test_shared_encoder_kernels_and_weights_in_flash(micro_project):

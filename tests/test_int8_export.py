@@ -130,6 +130,53 @@ def test_a_one_ulp_difference_is_named(m4_project):
         compare_bit_exact(moved, result.reference, "host")
 
 
+def _int8_gemm_macs(project) -> dict[str, int]:
+    """Per graph, the MACs per window of its int8 MatMul/Gemm nodes, from the ONNX shapes and the
+    schedule (an independent count of what the GEMM micro-kernels must do)."""
+    import onnx
+
+    manifest = json.loads((project / "onnx" / "manifest.json").read_text())
+    nodes = json.loads((project / INT8_DIR / "quant.json").read_text())["nodes"]
+    runs = {s["graph"]: 1 if s["loop"] == "once" else manifest["n_patches"] for s in manifest["schedule"]}
+    macs = {}
+    for graph, n_runs in runs.items():
+        model = onnx.shape_inference.infer_shapes(onnx.load(project / "onnx" / f"{graph}.onnx"))
+        g = model.graph
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.value_info, *g.input]}
+        shapes.update({i.name: list(i.dims) for i in g.initializer})
+        total = 0
+        for node in g.node:
+            if node.op_type in ("MatMul", "Gemm") and nodes.get(f"{graph}:{node.name}", {}).get("int8"):
+                trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+                w = shapes[node.input[1]]
+                total += int(np.prod(shapes[node.input[0]])) * (w[0] if trans_b else w[-1])
+        macs[graph] = total * n_runs
+    return macs
+
+
+def test_kernel_profile_counts_every_gemm_mac(m4_project):
+    """The profile (lumamba-export --profile's) of the int8 project: every manifest graph appears,
+    the kernels add up to the unprofiled count, and the micro-kernel MACs it counted per graph are
+    exactly the int8 matmuls' MACs."""
+    from lumamba.export.project.kernel_profile import profile_project
+
+    out, run = m4_project
+    assert run.returncode == 0
+    profile = profile_project(out, "cortex-m4f")
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert list(profile.graphs()) == [g["name"] for g in manifest["graphs"]]
+    unprofiled = json.loads((out / "report.json").read_text())["instructions_per_window"]
+    assert 0.98 * unprofiled < profile.kernel_instructions < 1.02 * unprofiled
+    counted = {g: 0 for g in profile.graphs()}
+    for k in profile.kernels:
+        counted[k.graph] += k.gemm_macs
+    assert counted == _int8_gemm_macs(out) and sum(counted.values()) > 1_000_000
+    # the front end's matmuls run over 16-token tiles, the per-token step graphs one token per call
+    assert max(k.tokens_per_call for k in profile.gemm_kernels() if k.graph == "frontend") == 16
+    assert {k.tokens_per_call for k in profile.gemm_kernels() if k.graph.startswith("block")} == {1}
+    assert 1 < profile.gemm_instructions_per_mac() < 10
+
+
 def test_int8_windows_from_npz(calib_npz, tmp_path):
     w = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 3, tmp_path)
     full = eeg_like(N_NPZ, len(CHANNELS), 2 * N_SAMPLES, seed=3)

@@ -23,10 +23,19 @@ model). Printed as markdown tables.
 - flash: the deployable image (test windows excluded); RAM: static data plus the stack bound;
   "fits" is against the board's representative real chip (memory_report).
 - host ms/window: median of --repeats single-window calls, one thread everywhere.
+- int8 GEMM vs the stand-alone micro-kernel (per emulated board, measured in the same run): the
+  project is profiled (lumamba.export.project.kernel_profile: counter reads around every kernel
+  call, the MACs of every micro-kernel call counted); "GEMM instr/MAC" is all qlinear kernels'
+  instructions (micro-kernel, tile loop and fused consumers) over their MACs, "fastest" the
+  cheapest qlinear kernel per MAC with its mean tokens per call (M). The stand-alone kernel is the
+  board's own form (`int8_gemm`) on 256x384 weights at M = 1 and M = 16
+  (tools/bench_kernels.py); the ratio divides the fastest kernel by the stand-alone one at its
+  shape class (M = 1 for a matrix-vector kernel, else M = 16).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -38,12 +47,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bench_kernels   # tools/, beside this script
+
 from lumamba.export.project.boards import load_board
 from lumamba.export.project.build import BuildError, build_project, elf_path
 from lumamba.export.cli import demo_model_path, load_model
 from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, write_project
 from lumamba.export.project.host_c_runner import load_host_c
 from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
+from lumamba.export.project.kernel_profile import profile_project
 from lumamba.export.onnx.manifest import Manifest
 from lumamba.export.project.memory_report import memory_report
 from lumamba.export.onnx.exporter import export_onnx
@@ -59,6 +71,8 @@ DEFAULT_BOARDS = ("cortex-m4f", "cortex-m55", "riscv32")
 DEMO = "demo"                 # config name of the bundled demo model
 FLOAT, INT8 = "float32", "int8"
 DEFAULT_CALIB_WINDOWS = 8
+STANDALONE_M = (1, 16)          # shape classes of the stand-alone kernel: matrix-vector, a 16-token tile
+STANDALONE_NK = (256, 384)
 
 
 @dataclass
@@ -194,8 +208,11 @@ def bench_int8(ex: Export, calibration: np.ndarray, args, log) -> tuple[list[dic
                 v = verify_int8_on_board(project, board, timeout_s=args.timeout)
             except VerificationError as e:   # not bit-exact (or a failed inference): say so, keep measuring
                 return {"bit_exact": False, "note": str(e).splitlines()[0]}
-            return {"insns": float(np.mean(v.insns)) if v.insns else None,
-                    "qemu_s": v.seconds / len(v.logits), "bit_exact": True}
+            row = {"insns": float(np.mean(v.insns)) if v.insns else None,
+                   "qemu_s": v.seconds / len(v.logits), "bit_exact": True}
+            if v.insns:   # an emulated board: where the GEMM instructions go
+                row.update(gemm_profile(project, board, args.timeout))
+            return row
         return run
 
     rows = []
@@ -213,6 +230,51 @@ def bench_int8(ex: Export, calibration: np.ndarray, args, log) -> tuple[list[dic
             "golden": per_window_ms(golden, ex.windows, args.repeats),
             "host_c": per_window_ms(host_c, ex.windows, args.repeats)}
     return rows, host
+
+
+def gemm_profile(project: Path, board: str, timeout_s: float) -> dict:
+    """The project's GEMM instructions per MAC (all qlinear kernels; the cheapest one and its mean
+    tokens per call), from a kernel profile of the project on `board`."""
+    profile = profile_project(project, board, timeout_s=timeout_s)
+    gemm = profile.gemm_kernels()
+    if not gemm:
+        return {}
+    return {"gemm_ipm": profile.gemm_instructions_per_mac(), "fastest_ipm": gemm[0].instructions_per_mac,
+            "fastest_m": gemm[0].tokens_per_call, "fastest_kernel": gemm[0].symbol}
+
+
+def standalone_kernels(boards: list[str], log) -> dict[tuple[str, int], float]:
+    """(board, M) -> instructions per MAC of the board's own micro-kernel form, stand-alone
+    (tools/bench_kernels.py's harness, checked bit for bit against NumPy)."""
+    emulated = [b for b in boards if load_board(b).emulator is not None]
+    log(f"stand-alone micro-kernels on {', '.join(emulated)}")
+    cases = [bench_kernels.make_case(m, *STANDALONE_NK) for m in STANDALONE_M]
+    ipm = bench_kernels.measure(emulated, cases)
+    return {(b, m): ipm[(b, load_board(b).int8_gemm, i)] for b in emulated for i, m in enumerate(STANDALONE_M)}
+
+
+def print_gemm_table(rows: list[dict], standalone: dict[tuple[str, int], float]) -> None:
+    """The project's GEMM kernels against the stand-alone micro-kernel, per config and board."""
+    n, k = STANDALONE_NK
+    print(f"\nint8 GEMM: the project's qlinear kernels vs the stand-alone micro-kernel ({n}x{k} weights), "
+          "instructions per MAC (QEMU)\n")
+    print("| config | board | kernel form | GEMM instr/MAC (all qlinear kernels) | fastest qlinear kernel | "
+          "its tokens/call | stand-alone M=1 | stand-alone M=16 | fastest / stand-alone |")
+    print("|---|---|---|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        if "fastest_ipm" not in r or (r["board"], 1) not in standalone:
+            continue
+        m = 1 if r["fastest_m"] < 1.5 else STANDALONE_M[-1]
+        ratio = r["fastest_ipm"] / standalone[(r["board"], m)]
+        print(f"| {r['config']} | {r['board']} | {load_board(r['board']).int8_gemm} | {r['gemm_ipm']:.2f} | "
+              f"{r['fastest_ipm']:.2f} ({_short(r['fastest_kernel'])}) | {r['fastest_m']:.1f} | {standalone[(r['board'], 1)]:.2f} | "
+              f"{standalone[(r['board'], STANDALONE_M[-1])]:.2f} | {ratio:.2f} (vs M={m}) |")
+
+
+def _short(symbol: str) -> str:
+    """`lumamba_frontend_k18_qlinear1_dequantize4_add7` -> `frontend k18`."""
+    m = re.match(r"lumamba_(\w+?)_(k\d+)_", symbol)
+    return f"{m.group(1)} {m.group(2)}" if m else symbol
 
 
 def _kib(n: float | None) -> str:
@@ -306,6 +368,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     calibration = load_calibration(args, log) if args.int8 else None
+    standalone = standalone_kernels(args.boards, log) if args.int8 else {}
     rows, hosts = [], {FLOAT: [], INT8: []}
     for name in configs:
         ex = export_config(name, args, log)
@@ -331,6 +394,8 @@ def main(argv=None) -> int:
         for h in hosts[INT8]:
             exact = "yes" if h["bit_exact"] else f"no: {h['note']}"
             print(f"| {h['config']} | {h['golden']:.1f} | {h['host_c']:.1f} | {exact} |")
+    if INT8 in precisions:
+        print_gemm_table([r for r in rows if r["precision"] == INT8], standalone)
     if len(precisions) == 2:
         print_comparison(rows)
     return 0
