@@ -4,7 +4,8 @@
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
-                           [--max-drift 0.01]]
+                           [--max-drift 0.01] [--min-agreement 0.99] [--precision auto|int8]
+                           [--target-sqnr 20] [--flash-budget 0.05]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
@@ -227,7 +228,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     if args.int8:
         from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
         quant_dir = work / INT8_DIR
-        int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps)
+        int8_windows, precision = _quantize(args, onnx_dir, channels, quant_dir, steps)
         steps("compiling the integer graphs to C with TVM")
         compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress)
         steps("writing the firmware project")
@@ -248,6 +249,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     summary = {"memory": memory_line(report),
                "parity": verification.summary() if verification is not None else "not checked (--no-verify)"}
     if args.int8:
+        summary["precision"] = precision
         steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
     _write_run_report(args, model, channels, board, report, verification, work)
@@ -299,7 +301,7 @@ def memory_line(report: dict) -> str:
 def print_summary(summary: dict, title: str) -> None:
     """The short report that ends an export: parity, memory, drift."""
     print(f"\n{title}")
-    for key in ("parity", "memory", "drift"):
+    for key in ("parity", "memory", "precision", "drift"):
         if key in summary:
             print(f"  {key + ':':8s}{summary[key]}")
 
@@ -311,7 +313,7 @@ def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps:
     """Calibration windows -> activation ranges -> integer graphs in `quant_dir`; returns the
     windows (Int8Windows), whose evaluation part the drift step scores."""
     from lumamba.quant.calibration_data import Int8DataError, load_int8_windows
-    from lumamba.quant import calibrate, quantize
+    from lumamba.quant.export_step import quantize_for_export
 
     steps("calibration windows")
     with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as scratch:
@@ -323,14 +325,15 @@ def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps:
     n_eval = 0 if windows.eval_x is None else len(windows.eval_x)
     print(f"      {len(windows.calibration)} calibration windows from {windows.source}; {n_eval} evaluation windows")
     steps(f"calibrating and quantising to int8 ({len(windows.calibration)} windows)")
-    calibration = calibrate(onnx_dir, windows.calibration, progress=True)
     try:
-        q = quantize(onnx_dir, calibration, config=args.quant_config, out_dir=quant_dir)
+        q, precision = quantize_for_export(onnx_dir, windows.calibration, quant_dir, config=args.quant_config,
+                                           precision=args.precision, target_db=args.target_sqnr,
+                                           budget=args.flash_budget, warn=_warn)
     except (ValueError, FileNotFoundError) as e:     # a bad config: the message names file and pattern
         raise ExportError(f"--quant-config: {e}" if args.quant_config else str(e)) from None
     print(f"      {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} bytes of int8 weights "
-          f"(float32: {q.summary['float_weight_bytes_replaced']:,})")
-    return windows
+          f"(float32: {q.summary['float_weight_bytes_replaced']:,}); precision: {precision}")
+    return windows, precision
 
 
 def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, windows, work: Path) -> str:
@@ -352,6 +355,9 @@ def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, wi
             f"labels agree on {100 * report['label_agreement']:.1f} %, logit SQNR "
             f"{float(report['logits']['sqnr_db']):.1f} dB")
     print("      " + line)
+    if report["label_agreement"] < args.min_agreement:
+        raise ExportError(f"int8 label agreement {100 * report['label_agreement']:.2f} % is below --min-agreement "
+                          f"{100 * args.min_agreement:.2f} % (see {DRIFT_JSON}; raise --target-sqnr)")
     if not report["passed"]:
         raise ExportError(f"int8 accuracy drift: |AUROC_int8 - AUROC_float| = {drift:.4f} exceeds --max-drift "
                           f"{args.max_drift:g} (see {DRIFT_JSON}; a quantisation config can keep layers float)")
@@ -479,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drift", type=float,
                    help="with --int8: largest allowed |AUROC_int8 - AUROC_float| on the calibration source's "
                         f"test windows (default {DEFAULT_MAX_DRIFT})")
+    p.add_argument("--min-agreement", type=float,
+                   help="with --int8: smallest allowed fraction of test windows whose int8 label equals the float "
+                        "label, e.g. 0.99 (default 0: not gated)")
+    p.add_argument("--precision", choices=["auto", "int8"],
+                   help="with --int8: auto (default) keeps the most sensitive layers float until --target-sqnr "
+                        "within --flash-budget (quant/README.md); int8: every learned layer int8")
+    p.add_argument("--target-sqnr", type=float,
+                   help="with --int8: logit SQNR (dB, on the calibration windows) of the automatic mode (default 20)")
+    p.add_argument("--flash-budget", type=float,
+                   help="with --int8: extra weight bytes the automatic mode may spend, as a fraction of the "
+                        "all-int8 model (default 0.05)")
     return p
 
 
@@ -490,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")
     int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows,
-                 "--quant-config": args.quant_config, "--max-drift": args.max_drift}
+                 "--quant-config": args.quant_config, "--max-drift": args.max_drift,
+                 "--min-agreement": args.min_agreement, "--precision": args.precision,
+                 "--target-sqnr": args.target_sqnr, "--flash-budget": args.flash_budget}
     given = [name for name, value in int8_only.items() if value is not None]
     if not args.int8 and given:
         parser.error(f"{', '.join(given)}: only with --int8")
@@ -504,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-drift {args.max_drift}: must be between 0 and 1 (an AUROC difference)")
     if args.timeout <= 0:
         parser.error(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    _int8_precision_defaults(parser, args)
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
@@ -526,6 +546,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lumamba-export: interrupted{reason}; {args.out} was not changed", file=sys.stderr)
         return 130
     return 0
+
+
+def _int8_precision_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Defaults and range checks of --min-agreement, --precision, --target-sqnr, --flash-budget."""
+    from lumamba.quant.auto_precision import DEFAULT_BUDGET, DEFAULT_TARGET_DB
+    args.min_agreement = 0.0 if args.min_agreement is None else args.min_agreement
+    args.precision = args.precision or "auto"
+    args.target_sqnr = DEFAULT_TARGET_DB if args.target_sqnr is None else args.target_sqnr
+    args.flash_budget = DEFAULT_BUDGET if args.flash_budget is None else args.flash_budget
+    if not 0 <= args.min_agreement <= 1:
+        parser.error(f"--min-agreement {args.min_agreement}: must be between 0 and 1 (a fraction of windows)")
+    if not -20 <= args.target_sqnr <= 120:
+        parser.error(f"--target-sqnr {args.target_sqnr}: must be between -20 and 120 dB")
+    if not 0 <= args.flash_budget <= 10:
+        parser.error(f"--flash-budget {args.flash_budget}: must be between 0 and 10 (a fraction of the weights)")
 
 
 if __name__ == "__main__":

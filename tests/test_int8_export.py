@@ -172,10 +172,10 @@ def test_drift_beyond_the_threshold_fails_the_export(m4_project, calib_npz, tmp_
     drift = float(re.search(r"\|drift\| (\S+)", run.stdout)[1])
     model, _, _ = cli.load_model(None, "micro")
     windows = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, N_CALIB, tmp_path)
-    args = argparse.Namespace(max_drift=drift - 0.01)
+    args = argparse.Namespace(max_drift=drift - 0.01, min_agreement=0.0)
     with pytest.raises(cli.ExportError, match=r"\|AUROC_int8 - AUROC_float\| = .* exceeds --max-drift"):
         cli._drift(args, model, CHANNELS, out / "onnx", out / INT8_DIR, windows, tmp_path)
-    assert "|drift|" in cli._drift(argparse.Namespace(max_drift=drift + 0.01), model, CHANNELS, out / "onnx",
+    assert "|drift|" in cli._drift(argparse.Namespace(max_drift=drift + 0.01, min_agreement=0.0), model, CHANNELS, out / "onnx",
                                    out / INT8_DIR, windows, tmp_path)
 
 
