@@ -4,7 +4,7 @@
                        [--min-agreement 0.99] [--precision auto|int8] [--target-sqnr 20]
                        [--junit drift.xml]
 
-Steps: export (reused when current), calibrate, per-layer sensitivity on the calibration windows
+Steps: export (reused when current), calibrate, per-layer sensitivity on held-out calibration windows
 and the automatic plan (auto_precision.py), then `drift_report` with that plan's config. Prints
 the sensitivity table, writes drift.json, drift.png and sensitivity.png (bars: SQNR with only that
 layer int8; the layers the plan keeps float are marked), and with --junit a JUnit XML with one
@@ -74,13 +74,13 @@ def add_drift_parser(sub) -> None:
                    help="auto: keep the most sensitive layers float until --target-sqnr (default); "
                         "int8: every learned layer int8 (plus --config)")
     p.add_argument("--target-sqnr", type=_db, default=DEFAULT_TARGET_DB,
-                   help=f"automatic precision: logit SQNR to reach on the calibration windows (default "
+                   help=f"automatic precision: logit SQNR to reach on held-out calibration windows (default "
                         f"{DEFAULT_TARGET_DB:g} dB)")
     p.add_argument("--flash-budget", type=_fraction("--flash-budget", 0.0, 10.0), default=DEFAULT_BUDGET,
                    help=f"automatic precision: extra weight bytes allowed, as a fraction of the all-int8 model "
                         f"(default {DEFAULT_BUDGET:g})")
     p.add_argument("--sensitivity-windows", type=_positive_int("--sensitivity-windows"),
-                   default=DEFAULT_SENSITIVITY_WINDOWS, help="calibration windows used for the per-layer sensitivity")
+                   default=DEFAULT_SENSITIVITY_WINDOWS, help="held-out calibration windows used for the per-layer sensitivity")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write a JUnit XML report (CI)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/drift)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="windows to evaluate")
@@ -106,8 +106,8 @@ def precision_plan(args, out: Path) -> PrecisionPlan:
     from lumamba.checkpoint import load_pretrained
     from lumamba.export.onnx.exporter import export_onnx
 
-    from .auto_precision import choose_precision
-    from .calibration import calibrate, load_windows
+    from .auto_precision import plan_precision
+    from .calibration import load_windows
     from .drift import _export_is_current
 
     channels = args.channels.split(",") if args.channels else None
@@ -117,11 +117,10 @@ def precision_plan(args, out: Path) -> PrecisionPlan:
     if not _export_is_current(out / "onnx", args.checkpoint, names, x.shape[-1], args.n_classes):
         model = load_pretrained(args.checkpoint, n_classes=args.n_classes).eval()
         export_onnx(model, names, x.shape[-1], out / "onnx", checkpoint=args.checkpoint)
-    cal = calibrate(out / "onnx", x_cal, method=args.method, percentile=args.percentile,
-                    progress=not args.no_progress)
-    return choose_precision(out / "onnx", cal, x_cal, target_db=args.target_sqnr, budget=args.flash_budget,
-                            config=args.config, n_sensitivity=args.sensitivity_windows, always_sensitivity=True,
-                            choose=args.precision == "auto", progress=not args.no_progress)
+    return plan_precision(out / "onnx", x_cal, method=args.method, percentile=args.percentile,
+                          target_db=args.target_sqnr, budget=args.flash_budget, config=args.config,
+                          n_sensitivity=args.sensitivity_windows, always_sensitivity=True,
+                          choose=args.precision == "auto", progress=not args.no_progress)
 
 
 def gate_checks(report: dict, max_drift: float, min_agreement: float) -> list[dict]:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .auto_precision import DEFAULT_BUDGET, DEFAULT_TARGET_DB, choose_precision, record_plan
+from .auto_precision import DEFAULT_BUDGET, DEFAULT_TARGET_DB, plan_precision, record_plan
 from .calibration import calibrate
 from .quantizer import QuantizedModel, quantize
 
@@ -23,7 +23,8 @@ def quantize_for_export(onnx_dir: str | os.PathLike, windows: np.ndarray, out_di
                         budget: float = DEFAULT_BUDGET, progress: bool = True,
                         warn: Callable[[str], None] = print) -> tuple[QuantizedModel, str]:
     """Calibrate on `windows`, plan the precision ("auto": keep the most sensitive layers float
-    until the logit SQNR reaches `target_db` within `budget`; "int8": `config` only), quantise into
+    until the logit SQNR on held-out windows reaches `target_db` within `budget`; "int8": `config`
+    only), quantise into
     `out_dir` and record the plan in its quant.json. Returns (model, one report line); a missed
     target is passed to `warn`, not raised."""
     if precision not in PRECISION_MODES:
@@ -31,8 +32,8 @@ def quantize_for_export(onnx_dir: str | os.PathLike, windows: np.ndarray, out_di
     calibration = calibrate(onnx_dir, windows, progress=progress)
     plan = None
     if precision == "auto":
-        plan = choose_precision(onnx_dir, calibration, windows, target_db=target_db, budget=budget,
-                                config=config, progress=progress)
+        plan = plan_precision(onnx_dir, windows, target_db=target_db, budget=budget, config=config,
+                              progress=progress)
         if plan.warning():
             warn(plan.warning())
         config = plan.config

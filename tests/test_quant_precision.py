@@ -18,7 +18,8 @@ from test_quant_golden import eeg_like, make_model, sqnr
 from lumamba.export import export_onnx
 from lumamba.montages import MONTAGES
 from lumamba.quant import calibrate, float_reference, quantize
-from lumamba.quant.auto_precision import choose_precision, layer_extra_bytes, logit_sqnr_db, record_plan
+from lumamba.quant.auto_precision import (choose_precision, holdout_split, layer_extra_bytes, logit_sqnr_db,
+                                           plan_precision, record_plan)
 from lumamba.quant.export_step import quantize_for_export
 from lumamba.quant.fixed_point import WEIGHT_MAX, quantize_weights
 from lumamba.quant.weight_scales import weight_scales
@@ -126,3 +127,26 @@ def test_mse_weight_scales_never_lose_to_absmax_and_are_used_by_quantize(exporte
     assert json.loads((q.out_dir / "quant.json").read_text())["calibration"]["weights"] == "mse"
     ref = float_reference(root / "onnx")(x)
     assert sqnr(ref, q.golden()(x)) > 20
+
+
+def test_holdout_split_keeps_every_fourth_window():
+    x = np.arange(9, dtype=np.float32)[:, None, None]
+    fit, held = holdout_split(x)
+    assert held.ravel().tolist() == [3, 7] and fit.ravel().tolist() == [0, 1, 2, 4, 5, 6, 8]
+    fit, held = holdout_split(x[:3])
+    assert held.ravel().tolist() == [2] and fit.ravel().tolist() == [0, 1]
+    fit, held = holdout_split(x[:1])
+    assert fit.ravel().tolist() == held.ravel().tolist() == [0]
+
+
+def test_plan_is_measured_on_windows_that_did_not_set_the_ranges(exported):
+    """A held-out window 4x louder than the rest saturates the probe ranges: the plan sees the
+    damage that a measurement on the calibration windows themselves hides."""
+    root, _, _ = exported
+    x = eeg_like(8, len(MONTAGES[MONTAGE]), N_SAMPLES, seed=7)
+    x[7] *= 4
+    held_out = plan_precision(root / "onnx", x, target_db=-20, progress=False)
+    in_sample = choose_precision(root / "onnx", calibrate(root / "onnx", x, progress=False), x, target_db=-20,
+                                 progress=False)
+    assert held_out.n_windows == 2 and in_sample.n_windows == 8
+    assert held_out.int8_sqnr_db < in_sample.int8_sqnr_db - 3, (held_out.int8_sqnr_db, in_sample.int8_sqnr_db)
