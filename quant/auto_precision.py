@@ -11,16 +11,24 @@
 2. If it misses `target_db`: each int8 layer's sensitivity, the logit SQNR with only that layer
    quantised, on `n_sensitivity` windows spread over the range of the float logits' magnitude
    (the largest included: saturation shows there; small ones: label flips happen there).
-3. Greedy: move layers to float, least SQNR first, re-measuring the whole model after each (a
+3. Narrower input ranges before any layer is given up (`_clip_search`): for the `clip_layers`
+   most sensitive layers, the calibrated range of the layer's input is cut to CLIP_FACTORS of its
+   largest magnitude; a cut that raises the held-out SQNR is kept. It costs no flash. On the demo
+   model the frequency MLP's input concatenates FFT magnitudes (up to 190) with phases (+-pi), so
+   one per-tensor scale leaves the phases ~8 levels; cutting the range to 1/4 takes the all-int8
+   test-split SQNR from 18.5 to 20.7 dB and the label agreement from 99.3 to 100 %.
+4. Greedy: move layers to float, least SQNR first, re-measuring the whole model after each (a
    layer that does not raise it stays int8), until the target is met; a layer whose flash cost
    would exceed the budget (`budget` x the all-int8 weight bytes) is skipped. Then layers that turn out unnecessary are moved back to int8.
 
 The result is an ordinary QuantConfig (`float` list of layer names), so the integer graphs, the
 golden model and the generated C handle every mix exactly as a hand-written config: bit-exactness
-holds by construction. `PrecisionPlan.to_dict()` is what quant.json records under "precision".
+holds by construction; a range cut only changes calibrated (scale, zero point) pairs, which both
+read from quant.json. `PrecisionPlan.to_dict()` is what quant.json records under "precision".
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -38,6 +46,9 @@ DEFAULT_TARGET_DB = 20.0
 DEFAULT_BUDGET = 0.05          # at most 5 % more weight bytes than all-int8
 DEFAULT_SENSITIVITY_WINDOWS = 8
 HOLDOUT_EVERY = 4              # every 4th calibration window measures the plan
+CLIP_FACTORS = (0.5, 0.25)     # input-range cuts tried, as fractions of the largest |value|
+DEFAULT_CLIP_LAYERS = 3        # most sensitive layers whose input range is searched
+MIN_GAIN_DB = 0.1              # a change that gains less is measurement noise, not kept
 
 
 def logit_sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -67,6 +78,8 @@ class PrecisionPlan:
     sensitivity: dict[str, float] = field(default_factory=dict)    # layer -> SQNR with only it int8
     layer_bytes: dict[str, int] = field(default_factory=dict)      # layer -> extra bytes if float
     skipped: list[str] = field(default_factory=list)               # tried, but over the budget
+    clips: dict[str, float] = field(default_factory=dict)          # "graph:tensor" -> kept range cut
+    clip_layers: dict[str, str] = field(default_factory=dict)      # "graph:tensor" -> layer it feeds
     config: QuantConfig = field(default_factory=QuantConfig)
 
     def to_dict(self) -> dict:
@@ -77,13 +90,16 @@ class PrecisionPlan:
                 "float_layers": list(self.float_layers), "extra_flash_bytes": self.extra_bytes,
                 "met": self.met, "n_windows": self.n_windows,
                 "sensitivity_db": {k: num(v) for k, v in self.sensitivity.items()},
-                "layer_extra_bytes": dict(self.layer_bytes), "over_budget": list(self.skipped)}
+                "layer_extra_bytes": dict(self.layer_bytes), "over_budget": list(self.skipped),
+                "input_range_cuts": {k: {"factor": f, "layer": self.clip_layers.get(k)} for k, f in self.clips.items()}}
 
     def summary(self) -> str:
         """One line for the export report."""
         kept = ", ".join(self.float_layers) if self.float_layers else "none"
         pct = 100 * self.extra_bytes / max(self.int8_weight_bytes, 1)
-        line = (f"auto, kept float: {kept} (+{self.extra_bytes:,} B flash, +{pct:.1f} % of all-int8); logit SQNR "
+        cuts = ", ".join(f"{self.clip_layers.get(k, k)} input x{f:g}" for k, f in self.clips.items()) or "none"
+        line = (f"auto, kept float: {kept} (+{self.extra_bytes:,} B flash, +{pct:.1f} % of all-int8 weights); "
+                f"input ranges cut: {cuts}; logit SQNR "
                 f"on {self.n_windows} held-out calibration windows {self.int8_sqnr_db:.1f} -> {self.sqnr_db:.1f} dB "
                 f"(target {self.target_db:g})")
         return line if self.met else line + " TARGET NOT MET within the flash budget"
@@ -136,6 +152,7 @@ class _Evaluator:
                  scratch: Path):
         self.export_dir, self.calibration, self.windows, self.weights = export_dir, calibration, windows, weights
         self.scratch, self._n = scratch, 0
+        self.clips: dict[str, float] = {}
         self.reference = float_reference(export_dir)(windows)
 
     def spread(self, n: int) -> np.ndarray:
@@ -145,7 +162,7 @@ class _Evaluator:
 
     def quantize(self, config: QuantConfig) -> QuantizedModel:
         self._n += 1
-        return quantize(self.export_dir, self.calibration, config, self.scratch / f"q{self._n}", qdq=False,
+        return quantize(self.export_dir, cut_ranges(self.calibration, self.clips), config, self.scratch / f"q{self._n}", qdq=False,
                         weights=self.weights)
 
     def sqnr(self, config: QuantConfig, index: np.ndarray | None = None) -> float:
@@ -154,6 +171,29 @@ class _Evaluator:
         if index is None:
             return logit_sqnr_db(self.reference, golden(self.windows))
         return logit_sqnr_db(self.reference[index], golden(self.windows[index]))
+
+
+def cut_ranges(calibration: Calibration, clips: dict[str, float]) -> Calibration:
+    """A copy of `calibration` whose tensors "graph:tensor" of `clips` have their range cut to
+    factor x the largest |value| (the side within that bound is kept: a skewed range stays skewed)."""
+    if not clips:
+        return calibration
+    out = copy.deepcopy(calibration)
+    for key, factor in clips.items():
+        graph, tensor = key.split(":", 1)
+        lo, hi = out.ranges[graph][tensor]
+        bound = factor * max(abs(lo), abs(hi))
+        out.ranges[graph][tensor] = (max(lo, -bound), min(hi, bound))
+    return out
+
+
+def layer_inputs(q: QuantizedModel) -> dict[str, list[str]]:
+    """Layer -> the "graph:tensor" keys of its int8 nodes' float inputs (their calibrated ranges)."""
+    out: dict[str, list[str]] = {}
+    for graph in q.graphs.values():
+        for node in graph.int8_nodes():
+            out.setdefault(node.layer, []).append(f"{graph.name}:{node.inputs[0].removesuffix('.q')}")
+    return out
 
 
 def _with_float(base: QuantConfig, layers: list[str]) -> QuantConfig:
@@ -176,7 +216,8 @@ def layer_sensitivity(evaluator: _Evaluator, base: QuantConfig, layers: list[str
 def choose_precision(export_dir: str | os.PathLike, calibration: Calibration, windows: np.ndarray, *,
                      target_db: float = DEFAULT_TARGET_DB, budget: float = DEFAULT_BUDGET,
                      config: QuantConfig | dict | str | os.PathLike | None = None, weights: str = "absmax",
-                     n_sensitivity: int = DEFAULT_SENSITIVITY_WINDOWS, always_sensitivity: bool = False,
+                     n_sensitivity: int = DEFAULT_SENSITIVITY_WINDOWS, clip_layers: int = DEFAULT_CLIP_LAYERS,
+                     always_sensitivity: bool = False,
                      choose: bool = True, progress: bool = True) -> PrecisionPlan:
     """The automatic precision plan for an export (see the module docstring). `config` is the
     user's config (its float layers stay float and cost nothing against the budget); the returned
@@ -205,6 +246,7 @@ def choose_precision(export_dir: str | os.PathLike, calibration: Calibration, wi
         plan.sensitivity = layer_sensitivity(ev, base, layers, min(n_sensitivity, len(x)), progress)
         if plan.met or not choose:
             return plan
+        current = _clip_search(ev, base, plan, layer_inputs(q), clip_layers, current)
         chosen, spent = _greedy(ev, base, plan, current)
         plan.float_layers, plan.extra_bytes = chosen, spent
         plan.config = _with_float(base, chosen)
@@ -231,6 +273,28 @@ def plan_precision(export_dir: str | os.PathLike, windows: np.ndarray, *, method
     return choose_precision(export_dir, probe, held, progress=progress, **options)
 
 
+def _clip_search(ev: _Evaluator, base: QuantConfig, plan: PrecisionPlan, inputs: dict[str, list[str]],
+                 n_layers: int, current: float) -> float:
+    """Step 3 of the module docstring; the kept cuts go to `ev.clips` and `plan.clips`."""
+    for layer in sorted(plan.sensitivity, key=lambda la: plan.sensitivity[la])[:n_layers]:
+        if current >= plan.target_db:
+            break
+        for key in inputs.get(layer, []):
+            best = None
+            for factor in CLIP_FACTORS:
+                ev.clips[key] = factor
+                value = ev.sqnr(base)
+                if value > current + MIN_GAIN_DB:
+                    best, current = factor, value
+            if best is None:
+                del ev.clips[key]
+            else:
+                ev.clips[key] = plan.clips[key] = best
+                plan.clip_layers[key] = layer
+    plan.sqnr_db, plan.met = current, current >= plan.target_db
+    return current
+
+
 def _greedy(ev: _Evaluator, base: QuantConfig, plan: PrecisionPlan, current: float) -> tuple[list[str], int]:
     """Move layers to float, least sensitive-SQNR first, within the budget; then drop the ones not needed."""
     chosen: list[str] = []
@@ -242,7 +306,7 @@ def _greedy(ev: _Evaluator, base: QuantConfig, plan: PrecisionPlan, current: flo
             plan.skipped.append(layer)
             continue
         value = ev.sqnr(_with_float(base, chosen + [layer]))
-        if value <= current:          # errors can cancel: a layer that does not help stays int8
+        if value <= current + MIN_GAIN_DB:     # errors can cancel: a layer that does not help stays int8
             continue
         chosen.append(layer)
         spent += plan.layer_bytes[layer]

@@ -85,7 +85,7 @@ def add_drift_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/drift)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="windows to evaluate")
     p.add_argument("--calib-split", default="train", choices=["train", "val", "test"])
-    p.add_argument("--calib-windows", type=_positive_int("--calib-windows"), default=32,
+    p.add_argument("--calib-windows", type=_positive_int("--calib-windows"), default=256,
                    help="calibration-set size")
     p.add_argument("--windows", type=_positive_int("--windows"), default=None,
                    help="evaluate a random subset of this many windows")
@@ -139,10 +139,13 @@ def gate_checks(report: dict, max_drift: float, min_agreement: float) -> list[di
 
 def sensitivity_table(plan: PrecisionPlan) -> str:
     """Layers, least SQNR first: SQNR with only that layer int8, flash cost if float, choice."""
+    cut = {layer: f for key, f in plan.clips.items() for layer in [plan.clip_layers.get(key)]}
     rows = [f"{'layer':52s} {'SQNR dB':>8s} {'float +B':>9s}  choice"]
     for layer, db in sorted(plan.sensitivity.items(), key=lambda kv: kv[1]):
         choice = "float (auto)" if layer in plan.float_layers else (
             "int8 (over budget)" if layer in plan.skipped else "int8")
+        if layer in cut:
+            choice += f", input range x{cut[layer]:g}"
         rows.append(f"{layer:52s} {db:8.1f} {plan.layer_bytes.get(layer, 0):9,d}  {choice}")
     return "\n".join(rows)
 
@@ -185,6 +188,7 @@ def run_drift_cli(args) -> int:
         report = drift_report(args.checkpoint, args.data, out, max_drift=args.max_drift, split=args.split,
                               calib_split=args.calib_split, n_calib=args.calib_windows, n_eval=args.windows,
                               method=args.method, percentile=args.percentile, config=plan.config.to_dict(),
+                              clips=plan.clips,
                               n_classes=args.n_classes, channels=args.channels.split(",") if args.channels else None,
                               seed=args.seed, val_fraction=args.val_fraction, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:      # bad paths, data, config: a message, not a traceback

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .auto_precision import DEFAULT_BUDGET, DEFAULT_TARGET_DB, plan_precision, record_plan
+from .auto_precision import DEFAULT_BUDGET, DEFAULT_TARGET_DB, cut_ranges, plan_precision, record_plan
 from .calibration import calibrate
 from .quantizer import QuantizedModel, quantize
 
@@ -37,6 +37,7 @@ def quantize_for_export(onnx_dir: str | os.PathLike, windows: np.ndarray, out_di
         if plan.warning():
             warn(plan.warning())
         config = plan.config
+        calibration = cut_ranges(calibration, plan.clips)      # the plan's cuts, on the final ranges
     q = quantize(onnx_dir, calibration, config=config, out_dir=Path(out_dir))
     record_plan(q.out_dir, plan)
     line = plan.summary() if plan is not None else "int8 (--precision int8: automatic mode off)"

@@ -18,8 +18,9 @@ from test_quant_golden import eeg_like, make_model, sqnr
 from lumamba.export import export_onnx
 from lumamba.montages import MONTAGES
 from lumamba.quant import calibrate, float_reference, quantize
-from lumamba.quant.auto_precision import (choose_precision, holdout_split, layer_extra_bytes, logit_sqnr_db,
-                                           plan_precision, record_plan)
+from lumamba.quant.calibration import Calibration
+from lumamba.quant.auto_precision import (choose_precision, cut_ranges, holdout_split, layer_extra_bytes,
+                                           layer_inputs, logit_sqnr_db, plan_precision, record_plan)
 from lumamba.quant.export_step import quantize_for_export
 from lumamba.quant.fixed_point import WEIGHT_MAX, quantize_weights
 from lumamba.quant.weight_scales import weight_scales
@@ -59,7 +60,7 @@ def test_sensitivity_ranks_the_damaged_layer_last_and_auto_keeps_only_it_float(e
     assert plan.float_layers == [BAD] and plan.met and plan.sqnr_db >= 20
 
     # the plan's numbers, checked independently: logit SQNR and flash cost of the chosen config
-    q = quantize(root / "onnx", cal, plan.config, root / "chosen", qdq=False)
+    q = quantize(root / "onnx", cut_ranges(cal, plan.clips), plan.config, root / "chosen", qdq=False)
     assert logit_sqnr_db(float_reference(root / "onnx")(x), q.golden()(x)) == pytest.approx(plan.sqnr_db)
     assert BAD not in {n.layer for g in q.graphs.values() for n in g.int8_nodes()}
     fc3 = make_model("micro").classifier.fc3
@@ -150,3 +151,28 @@ def test_plan_is_measured_on_windows_that_did_not_set_the_ranges(exported):
                                  progress=False)
     assert held_out.n_windows == 2 and in_sample.n_windows == 8
     assert held_out.int8_sqnr_db < in_sample.int8_sqnr_db - 3, (held_out.int8_sqnr_db, in_sample.int8_sqnr_db)
+
+
+def test_cut_ranges_bounds_the_larger_side_and_copies():
+    cal = Calibration("minmax", None, 1, {"g": {"cat": (-3.0, 200.0), "y": (-4.0, 2.0)}})
+    cut = cut_ranges(cal, {"g:cat": 0.25, "g:y": 0.5})
+    assert cut.ranges["g"] == {"cat": (-3.0, 50.0), "y": (-2.0, 2.0)}
+    assert cal.ranges["g"]["cat"] == (-3.0, 200.0) and cut_ranges(cal, {}) is cal
+
+
+def test_too_wide_input_range_is_cut_before_any_layer_goes_float(exported):
+    """fc3's input range stretched 40x: 1/4 of it restores most levels; the plan keeps that cut
+    (no flash) instead of moving fc3 to float."""
+    root, x, calibration = exported
+    cal = copy.deepcopy(calibration)
+    key = layer_inputs(quantize(root / "onnx", cal, None, root / "probe2", qdq=False))[BAD][0]
+    graph, tensor = key.split(":", 1)
+    lo, hi = cal.ranges[graph][tensor]
+    cal.ranges[graph][tensor] = (40 * lo, 40 * hi)
+    plan = choose_precision(root / "onnx", cal, x, target_db=60, budget=0.0, n_sensitivity=2, clip_layers=1,
+                            progress=False)
+    assert plan.clips == {key: 0.25} and plan.clip_layers == {key: BAD} and plan.float_layers == []
+    assert plan.sqnr_db > plan.int8_sqnr_db + 3
+    q = quantize(root / "onnx", cut_ranges(cal, plan.clips), None, root / "cut", qdq=False)
+    assert logit_sqnr_db(float_reference(root / "onnx")(x), q.golden()(x)) == pytest.approx(plan.sqnr_db)
+    assert plan.to_dict()["input_range_cuts"] == {key: {"factor": 0.25, "layer": BAD}}
