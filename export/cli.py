@@ -266,9 +266,12 @@ def _write_run_report(args, model, channels, board, memory: dict, verification, 
 
     drift_path = work / "drift.json"
     drift = json.loads(drift_path.read_text(encoding="utf-8")) if drift_path.is_file() else None
+    from lumamba.export.project.int8_project import INT8_DIR
+    quant_json = work / INT8_DIR / "quant.json"
+    plan = json.loads(quant_json.read_text(encoding="utf-8")).get("precision") if quant_json.is_file() else None
     macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
     write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
-                            memory=memory, verification=verification, drift=drift), work)
+                            memory=memory, verification=verification, drift=drift, precision_plan=plan), work)
 
 
 def _verify(args, board, work: Path, steps: _Steps):

@@ -5,7 +5,9 @@ Keys: `board`, `target` (the real chip checked), `precision`, `macs_per_window` 
 verification windows on the emulated board: QEMU instruction counts, not cycles; null on the host),
 `flash_bytes` (deployable image), `ram_bytes` (static RAM + stack bound), `ram_lower_bound_bytes`
 (the least arena any placement of this schedule needs), `arena_bytes`, `parity` (the verification:
-reference, bit-exact or max abs error, summary) and, for int8, `drift` (drift.json's headline).
+reference, bit-exact or max abs error, summary) and, for int8, `drift` (drift.json's headline) and
+`int8_precision` (the automatic precision plan's headline from int8/quant.json: layers kept float,
+input ranges cut, their flash cost, held-out logit SQNR before and after).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ REPORT_JSON = "report.json"
 
 
 def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict, verification=None,
-               drift: dict | None = None) -> dict:
+               drift: dict | None = None, precision_plan: dict | None = None) -> dict:
     """The report of one export (see the module docstring); `verification` is a
     `lumamba.export.verify.Verification` or None when --no-verify."""
     insns = int(np.mean(verification.insns)) if verification is not None and verification.insns else None
@@ -44,6 +46,10 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
                            if k in drift}
         report["drift"].update(auroc_float=drift["float"]["auroc"], auroc_int8=drift["int8"]["auroc"],
                                logit_sqnr_db=drift["logits"]["sqnr_db"])
+    if precision_plan is not None:
+        keys = ("mode", "float_layers", "input_range_cuts", "extra_flash_bytes", "all_int8_weight_bytes",
+                "all_int8_sqnr_db", "sqnr_db", "target_sqnr_db", "met")
+        report["int8_precision"] = {k: precision_plan[k] for k in keys if k in precision_plan}
     return report
 
 
