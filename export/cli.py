@@ -309,7 +309,8 @@ def print_summary(summary: dict, title: str) -> None:
     print(f"\n{title}")
     for key in ("parity", "memory", "precision", "drift"):
         if key in summary:
-            print(f"  {key + ':':8s}{summary[key]}")
+            label = f"{key}: "
+            print(f"  {label:8s}{summary[key]}")
 
 
 # --- int8: calibration, quantisation, drift --------------------------------------------------------
