@@ -14,12 +14,14 @@ onnxruntime (--no-verify skips it). `--target onnx` stops after the graphs (--ve
 compares onnxruntime with PyTorch).
 
 With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
-synthetic corpus; lumamba.quant.calibration_data) set the activation ranges, the graphs are quantised (lumamba.quant)
-and their integer descriptions compiled to C (int8_project); verification then requires logits
-bit-identical to the int8 golden model, not within a tolerance of onnxruntime, and a last step
-scores the float model and the golden model on the source's test windows (the AUROC drift,
-drift.json and drift.png; over --max-drift fails the export). A short report (parity, memory,
-drift) ends the run.
+synthetic corpus; lumamba.quant.calibration_data) set the activation ranges, the automatic
+precision mode (--precision auto, the default; lumamba.quant.auto_precision) narrows input ranges
+and keeps the most sensitive layers float until --target-sqnr within --flash-budget, the graphs
+are quantised (lumamba.quant) and their integer descriptions compiled to C (int8_project);
+verification then requires logits bit-identical to the int8 golden model, not within a tolerance
+of onnxruntime, and a last step scores the float model and the golden model on the source's test
+windows (the AUROC drift, drift.json and drift.png; over --max-drift, or a label agreement under
+--min-agreement, fails the export). A short report (parity, memory, precision, drift) ends the run.
 
 Everything is written to a temporary directory beside --out and moved into place at the end, so
 a failed or interrupted run never replaces a good earlier project. A project that builds but does
