@@ -19,7 +19,10 @@
    test-split SQNR from 18.5 to 20.7 dB and the label agreement from 99.3 to 100 %.
 4. Greedy: move layers to float, least SQNR first, re-measuring the whole model after each (a
    layer that does not raise it stays int8), until the target is met; a layer whose flash cost
-   would exceed the budget (`budget` x the all-int8 weight bytes) is skipped. Then layers that turn out unnecessary are moved back to int8.
+   would exceed the budget (`budget` x the all-int8 weight bytes) is skipped. Then layers that turn
+   out unnecessary are moved back to int8.
+5. With layers float, the kept range cuts try their other factors once more (step 3 judged them
+   while a saturating layer was still int8).
 
 The result is an ordinary QuantConfig (`float` list of layer names), so the integer graphs, the
 golden model and the generated C handle every mix exactly as a hand-written config: bit-exactness
@@ -246,10 +249,16 @@ def choose_precision(export_dir: str | os.PathLike, calibration: Calibration, wi
         plan.sensitivity = layer_sensitivity(ev, base, layers, min(n_sensitivity, len(x)), progress)
         if plan.met or not choose:
             return plan
-        current = _clip_search(ev, base, plan, layer_inputs(q), clip_layers, current)
+        inputs = layer_inputs(q)
+        worst = sorted(plan.sensitivity, key=lambda la: plan.sensitivity[la])[:clip_layers]
+        current = _clip_search(ev, base, plan, {k: la for la in worst for k in inputs.get(la, [])}, current)
         chosen, spent = _greedy(ev, base, plan, current)
         plan.float_layers, plan.extra_bytes = chosen, spent
         plan.config = _with_float(base, chosen)
+        if chosen and plan.clips:
+            # a cut judged while a saturating layer was still int8 may be too timid: retry its
+            # other factors with the float layers chosen (free in flash; one trial per factor)
+            _clip_search(ev, plan.config, plan, dict(plan.clip_layers), plan.sqnr_db, stop_at_target=False)
         return plan
 
 
@@ -273,24 +282,26 @@ def plan_precision(export_dir: str | os.PathLike, windows: np.ndarray, *, method
     return choose_precision(export_dir, probe, held, progress=progress, **options)
 
 
-def _clip_search(ev: _Evaluator, base: QuantConfig, plan: PrecisionPlan, inputs: dict[str, list[str]],
-                 n_layers: int, current: float) -> float:
-    """Step 3 of the module docstring; the kept cuts go to `ev.clips` and `plan.clips`."""
-    for layer in sorted(plan.sensitivity, key=lambda la: plan.sensitivity[la])[:n_layers]:
-        if current >= plan.target_db:
+def _clip_search(ev: _Evaluator, config: QuantConfig, plan: PrecisionPlan, candidates: dict[str, str],
+                 current: float, stop_at_target: bool = True) -> float:
+    """Try CLIP_FACTORS on each "graph:tensor" of `candidates` (-> the layer it feeds) under
+    `config`; a cut that gains >= MIN_GAIN_DB is kept (`ev.clips`, `plan.clips`)."""
+    for key, layer in candidates.items():
+        if stop_at_target and current >= plan.target_db:
             break
-        for key in inputs.get(layer, []):
-            best = None
-            for factor in CLIP_FACTORS:
-                ev.clips[key] = factor
-                value = ev.sqnr(base)
-                if value > current + MIN_GAIN_DB:
-                    best, current = factor, value
-            if best is None:
-                del ev.clips[key]
-            else:
-                ev.clips[key] = plan.clips[key] = best
-                plan.clip_layers[key] = layer
+        kept = ev.clips.get(key)
+        for factor in CLIP_FACTORS:
+            if factor == kept:
+                continue
+            ev.clips[key] = factor
+            value = ev.sqnr(config)
+            if value > current + MIN_GAIN_DB:
+                kept, current = factor, value
+        if kept is None:
+            del ev.clips[key]
+        else:
+            ev.clips[key] = plan.clips[key] = kept
+            plan.clip_layers[key] = layer
     plan.sqnr_db, plan.met = current, current >= plan.target_db
     return current
 
