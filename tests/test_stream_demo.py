@@ -43,7 +43,7 @@ def project(tmp_path_factory) -> Path:
     out = root / "micro"
     run = subprocess.run([sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", "--config", "micro",
                           "--montage", "tcp22", "--n-samples", str(T), "--int8", "--calib-data", str(calib),
-                          "--calib-windows", "2", "--no-verify", "--out", str(out)],
+                          "--calib-windows", "2", "--precision", "int8", "--no-verify", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
     return out
