@@ -8,7 +8,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST  := $(VPY) -m pytest
 
-.PHONY: venv toolchain test test-slow test-all demo demo-model clean
+.PHONY: venv toolchain test test-slow test-all demo stream-demo demo-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -37,10 +37,19 @@ test-all: $(STAMP)
 
 # The main job on the bundled demo model: int8 firmware for the Cortex-M4F, calibrated on a
 # generated synthetic corpus, built, run in QEMU bit for bit against the golden model, with the
-# float vs int8 AUROC drift, with the automatic per-layer precision; writes out/lumamba-cortex-m
-# (~5-10 min on 2 shared cores, most of it the precision plan; --precision int8 skips it).
+# float vs int8 AUROC drift, with the automatic per-layer precision, plus the streaming demo ELF
+# (lumamba-stream drives it); writes out/lumamba-cortex-m (~5-10 min on 2 shared cores, most of
+# it the precision plan; --precision int8 skips it).
 demo: $(STAMP) toolchain
-	$(VENV)/bin/lumamba-export --target cortex-m --int8
+	$(VENV)/bin/lumamba-export --target cortex-m --int8 --app demo
+
+# The demo firmware on live EEG: a 30 s synthetic recording (a normal subject, then an abnormal
+# one) streamed to the `make demo` project on the emulated Cortex-M4F, every decision checked bit
+# for bit; writes out/stream/decisions.json and out/stream/stream.png (~1 min).
+stream-demo: $(STAMP) toolchain
+	test -f out/lumamba-cortex-m/Makefile || $(MAKE) demo
+	$(VPY) tools/stream_recording.py --out out/stream/rec.npz
+	$(VENV)/bin/lumamba-stream --project out/lumamba-cortex-m --recording out/stream/rec.npz --fast --out out/stream
 
 # Re-train the bundled demo model (lumamba/assets/demo_model.*) from scratch (~6-10 min on 2 cores).
 demo-model: $(STAMP)

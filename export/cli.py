@@ -2,7 +2,7 @@
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
-                   [--board-profile NAME|FILE] [--no-fit-check]
+                   [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 256] [--quant-config FILE]
                            [--max-drift 0.01] [--min-agreement 0.99] [--precision auto|int8]
                            [--target-sqnr 20] [--flash-budget 0.05]]
@@ -10,7 +10,8 @@
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
 -> fit check against the real chip -> fixed windows on QEMU (or natively for host) compared with
-onnxruntime (--no-verify skips it). `--target onnx` stops after the graphs (--verify then
+onnxruntime (--no-verify skips it). `--app demo` also builds the streaming demo
+(build/<board>/lumamba-demo.elf, `make demo-app`), which `lumamba-stream` drives. `--target onnx` stops after the graphs (--verify then
 compares onnxruntime with PyTorch).
 
 With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
@@ -149,7 +150,7 @@ def load_channels(montage: str) -> list[str]:
 def board_with_limits(board_name: str, profile: str | None):
     """The board, with the real-chip limits of `profile` (a board name, a chip name or a JSON
     file) if given."""
-    from lumamba.export.project.boards import BOARDS, CHIPS, Target, load_board, load_chip
+    from lumamba.export.project.boards import BOARDS, CHIPS, load_board, load_chip, parse_target
 
     board = load_board(board_name)
     if profile is None:
@@ -167,14 +168,10 @@ def board_with_limits(board_name: str, profile: str | None):
                           f"({', '.join(CHIPS)}) nor an existing file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        t = data.get("target", data)   # a whole board profile, or just its "target" object
-        target = Target(name=str(t["name"]), flash_bytes=int(t["flash_bytes"]), ram_bytes=int(t["ram_bytes"]),
-                        notes=str(t.get("notes", "")))
-        if target.flash_bytes <= 0 or target.ram_bytes <= 0:
-            raise ValueError(f"flash_bytes {target.flash_bytes} and ram_bytes {target.ram_bytes} must be positive")
+        target = parse_target(data.get("target", data))   # a whole board profile, or just its "target" object
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ExportError(f"--board-profile {path}: expected JSON with a \"target\" object holding name, "
-                          f"flash_bytes and ram_bytes ({type(e).__name__}: {e})") from None
+                          f"flash_bytes and ram_bytes, and optionally external_flash with part, bytes, origin and source ({type(e).__name__}: {e})") from None
     return dataclasses.replace(board, target=target)
 
 
@@ -194,13 +191,20 @@ def check_fit(report: dict, no_fit_check: bool = False) -> None:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-def _check_int8_inputs(args) -> None:
-    """--calib-data exists and --quant-config parses (which layers it names is checked once the
-    graphs exist)."""
+def _check_int8_inputs(args, normalisation: str) -> None:
+    """--calib-data exists and, when it is prepared windows, is normalised as the model was trained
+    (`normalisation`); --quant-config parses (which layers it names is checked once the graphs exist)."""
+    from lumamba.quant.calibration_data import Int8DataError, check_normalisation_matches
     from lumamba.quant.config import QuantConfig
 
     if args.calib_data is not None and not Path(args.calib_data).exists():
         raise ExportError(f"--calib-data {args.calib_data}: not found (a window cache, a .npz or a TUAB-style EDF tree)")
+    calib = Path(args.calib_data) if args.calib_data is not None else None
+    if calib is not None and (calib.suffix == ".npz" or (calib / "index.json").is_file()):
+        try:
+            check_normalisation_matches(calib, normalisation)
+        except Int8DataError as e:
+            raise ExportError(str(e)) from None
     if args.quant_config is not None:
         try:
             QuantConfig.load(args.quant_config)
@@ -233,9 +237,10 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     if args.int8:
         from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
         quant_dir = work / INT8_DIR
-        int8_windows, precision = _quantize(args, onnx_dir, channels, quant_dir, steps)
+        int8_windows, precision = _quantize(args, onnx_dir, channels, quant_dir, steps,
+                                            manifest.preprocess["normalisation"])
         steps("compiling the integer graphs to C with TVM")
-        compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress)
+        compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress, gemm_form=board.int8_gemm)
         steps("writing the firmware project")
         write_int8_project(compiled, quant_dir, work, windows, board=board.name)
     else:
@@ -247,18 +252,57 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     elf = _build(work, board)
     steps("memory report")
     report = memory_report(elf, board, work)
+    report = _place_in_external_flash(args, board, work, onnx_dir, report)
     (work / "memory.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_report(report))
     check_fit(report, args.no_fit_check)
     verification = _verify(args, board, work, steps) if args.verify else None
     summary = {"memory": memory_line(report),
                "parity": verification.summary() if verification is not None else "not checked (--no-verify)"}
+    if args.app == "demo":
+        summary["demo"] = _build_demo(work, board, steps)
     if args.int8:
         summary["precision"] = precision
         steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
     _write_run_report(args, model, channels, board, report, verification, work)
     return summary
+
+
+def _place_in_external_flash(args, board, work: Path, onnx_dir: Path, report: dict) -> dict:
+    """Weights the internal flash cannot hold go to the board's external flash (rebuild and
+    measure again); the memory report of the final build."""
+    from lumamba.export.project.flash_regions import PlacementError, place_weights
+    from lumamba.export.project.memory_report import memory_report
+
+    for attempt in range(3):   # a relink can shift alignment padding by a few bytes
+        try:
+            placement = place_weights(work, board, report, onnx_dir / "manifest.json", margin=256 << attempt)
+        except PlacementError as e:
+            if not args.no_fit_check:
+                raise ExportError(f"{e}. Use a smaller config, or pass --no-fit-check to keep the project anyway.") from None
+            _warn(f"{e} (--no-fit-check: continuing)")
+            return report
+        if placement is None:
+            return report
+        print(f"      {len(placement.external)} weight arrays ({placement.external_bytes:,} B, the coldest first: "
+              f"{placement.external_fetch_bytes:,} B read per window) placed in the external flash; relinking")
+        report = memory_report(_build(work, board), board, work)
+    return report
+
+
+def _build_demo(work: Path, board, steps: _Steps) -> str:
+    """`make demo-app` for the board; the report line (paths relative to the project)."""
+    from lumamba.export.project.build import BuildError, build_demo_app
+
+    steps(f"building the streaming demo for {board.name} (make demo-app)")
+    try:
+        elf = build_demo_app(work, board)
+    except BuildError as e:
+        raise ExportError(str(e)) from None
+    rel = elf.relative_to(work).as_posix()
+    print(f"      {rel}, {elf.stat().st_size:,} bytes")
+    return rel
 
 
 def _write_run_report(args, model, channels, board, memory: dict, verification, work: Path) -> None:
@@ -302,14 +346,16 @@ def memory_line(report: dict) -> str:
             return f"{name} {used:,} B"
         verdict = "fits" if used <= limit else f"over by {used - limit:,} B"
         return f"{name} {used:,} B of {limit:,} ({verdict})"
-    return f"{part('flash', flash['deployable'], flash.get('limit'))}, {part('RAM', ram['total'], ram.get('limit'))}" \
-           f" on {target}"
+    ext = report.get("external_flash")
+    external = (f", {part('external flash', ext['weights'], ext['limit'])}" if ext and ext["weights"] else "")
+    return f"{part('flash', flash['deployable'], flash.get('limit'))}{external}, " \
+           f"{part('RAM', ram['total'], ram.get('limit'))} on {target}"
 
 
 def print_summary(summary: dict, title: str) -> None:
     """The short report that ends an export: parity, memory, drift."""
     print(f"\n{title}")
-    for key in ("parity", "memory", "precision", "drift"):
+    for key in ("parity", "memory", "precision", "drift", "demo"):
         if key in summary:
             label = f"{key}: "
             print(f"  {label:8s}{summary[key]}")
@@ -318,9 +364,10 @@ def print_summary(summary: dict, title: str) -> None:
 # --- int8: calibration, quantisation, drift --------------------------------------------------------
 
 
-def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps):
-    """Calibration windows -> activation ranges -> integer graphs in `quant_dir`; returns the
-    windows (Int8Windows), whose evaluation part the drift step scores."""
+def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps, normalisation: str):
+    """Calibration windows (normalised as the model was trained: `normalisation`) -> activation
+    ranges -> integer graphs in `quant_dir`; returns the windows (Int8Windows), whose evaluation
+    part the drift step scores, and the precision report line."""
     from lumamba.quant.calibration_data import Int8DataError, load_int8_windows
     from lumamba.quant.export_step import quantize_for_export
 
@@ -329,7 +376,8 @@ def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps:
         try:
             # fewer windows than the default is normal (a small source); fewer than asked for is not
             windows = load_int8_windows(args.calib_data, channels, args.n_samples, args.calib_windows,
-                                        Path(scratch), warn=_warn if args.calib_windows_given else lambda _: None)
+                                        Path(scratch), warn=_warn if args.calib_windows_given else lambda _: None,
+                                        normalisation=normalisation)
         except Int8DataError as e:
             raise ExportError(str(e)) from None
     n_eval = 0 if windows.eval_x is None else len(windows.eval_x)
@@ -403,7 +451,7 @@ def _reject(work: Path, out: Path) -> Path:
 def run(args: argparse.Namespace) -> Path:
     """The whole export as the options ask; returns the output directory."""
     out = Path(args.out)
-    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify)
+    n_steps = (1 if args.target == "onnx" else 5) + 3 * bool(args.int8) + bool(args.verify) + (args.app == "demo")
     steps = _Steps(n_steps)
     # every input is checked before the minutes of work start
     board_name = TARGETS[args.target]
@@ -411,10 +459,10 @@ def run(args: argparse.Namespace) -> Path:
     if board is not None:
         from lumamba.export.project.build import check_toolchain
         check_toolchain(board, need_emulator=args.verify)
-    if args.int8:
-        _check_int8_inputs(args)
     channels = load_channels(args.montage)
     model, description, checkpoint = load_model(args.checkpoint, args.config)
+    if args.int8:
+        _check_int8_inputs(args, (model.preprocess or {}).get("normalisation", "zscore"))
     patch = model.config.patch_size
     if args.n_samples <= 0 or args.n_samples % patch:
         raise ExportError(f"--n-samples {args.n_samples}: must be a positive multiple of the patch size {patch}")
@@ -448,6 +496,10 @@ def run(args: argparse.Namespace) -> Path:
         print(f"wrote {out}: firmware project, ELF {out / 'build' / board / 'lumamba.elf'}, memory.json, "
               f"report.json{extra}\n"
               f"rebuild with: make -C {out} BOARD={board}")
+        if "demo" in summary:
+            print(f"streaming demo: {out / summary['demo']} (rebuild with: make -C {out} demo-app BOARD={board}; "
+                  f"stream a recording through it with: lumamba-stream --project {out} --recording FILE"
+                  f"{'' if board == 'cortex-m4f' else ' --board ' + board})")
         print_summary(summary, f"Report: {description}, {'int8' if args.int8 else 'float32'}, {board}")
     return out
 
@@ -480,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "ram_bytes); default: the board's own (cortex-m: Ambiq Apollo4 Plus)")
     p.add_argument("--no-fit-check", action="store_true",
                    help="keep a project that does not fit the chip (the report still says by how much)")
+    p.add_argument("--app", choices=("test", "demo"), default="test",
+                   help="test: the test application only (fixed windows, verification); demo: also build the "
+                        "streaming demo ELF (build/<board>/lumamba-demo.elf, continuous int16 samples in over the "
+                        "UART, one decision per hop out; lumamba-stream drives it)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the --verify run (default 1800)")
     p.add_argument("--int8", action="store_true",
                    help="int8 weights and activations (firmware targets); --verify then requires logits "
@@ -514,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 1 export failed, 2 bad options)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.app == "demo" and TARGETS[args.target] is None:
+        parser.error("--app demo needs a firmware target, not --target onnx")
     if args.int8 and TARGETS[args.target] is None:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")

@@ -3,7 +3,8 @@
 Keys: `board`, `target` (the real chip checked), `precision`, `macs_per_window` (deployed MACs:
 `lumamba.profile.deployed_macs`), `instructions_per_window` and `instructions_per_mac` (mean of the
 verification windows on the emulated board: QEMU instruction counts, not cycles; null on the host),
-`flash_bytes` (deployable image), `ram_bytes` (static RAM + stack bound), `ram_lower_bound_bytes`
+`flash_bytes` (deployable image in the internal flash), `regions` (bytes used and available per
+memory region: `internal_flash`, `external_flash` where the board has one, `ram`), `ram_bytes` (static RAM + stack bound), `ram_lower_bound_bytes`
 (the least arena any placement of this schedule needs), `arena_bytes`, `parity` (the verification:
 reference, bit-exact or max abs error, summary) and, for int8, `drift` (drift.json's headline) and
 `int8_precision` (the automatic precision plan's headline from int8/quant.json: layers kept float,
@@ -34,6 +35,8 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
         "instructions_per_mac": round(insns / macs_per_window, 3) if insns else None,
         "flash_bytes": memory["flash"]["deployable"],
         "ram_bytes": memory["ram"]["total"],
+        "regions": _regions(memory),
+        "input_window_bytes": memory["ram"].get("input_window"),
         "ram_lower_bound_bytes": memory["ram"].get("arena_lower_bound"),
         "arena_bytes": memory["ram"].get("arena"),
         "parity": None if verification is None else {
@@ -51,6 +54,16 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
                 "all_int8_sqnr_db", "sqnr_db", "target_sqnr_db", "met")
         report["int8_precision"] = {k: precision_plan[k] for k in keys if k in precision_plan}
     return report
+
+
+def _regions(memory: dict) -> dict:
+    regions = {"internal_flash": {"used": memory["flash"]["deployable"], "limit": memory["flash"].get("limit")},
+               "ram": {"used": memory["ram"]["total"], "limit": memory["ram"].get("limit")}}
+    ext = memory.get("external_flash")
+    if ext is not None:
+        regions["external_flash"] = {"used": ext["weights"], "limit": ext["limit"], "part": ext["part"],
+                                     "weight_arrays": len(ext["arrays"])}
+    return regions
 
 
 def write_report(report: dict, directory: str | os.PathLike) -> Path:

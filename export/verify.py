@@ -33,7 +33,7 @@ from .onnx.manifest import Manifest
 from .project.boards import Board, load_board
 from .project.build import build_project
 from .project.qemu import run_elf
-from .project.test_vectors import fixed_windows, write_test_vectors
+from .project.test_vectors import fixed_count_windows, fixed_windows, write_test_vectors
 
 TOLERANCE = 1e-4             # absolute, on logits of unit scale
 RELATIVE_TOLERANCE = 1e-5    # of |reference logit|: float32 rounding on large logits (see above)
@@ -121,12 +121,21 @@ def verify_on_board(project_dir: str | Path, board: Board | str, windows: np.nda
 
 def _run_on_board(project: Path, manifest: Manifest, board: Board | str, windows: np.ndarray | None,
                   timeout_s: float, jobs: int):
-    """Build `project` with `windows` (default: fixed_windows) as test vectors and run it:
-    (windows, where, FirmwareRun, seconds); VerificationError if lumamba_infer() failed."""
+    """Build `project` with `windows` as test vectors and run it: (model inputs, where,
+    FirmwareRun, seconds); VerificationError if an inference failed.
+
+    Default: fixed_windows through lumamba_infer(), then fixed_count_windows through
+    lumamba_infer_counts(); the model inputs returned are the float windows followed by the count
+    windows as the device normalises them (lumamba.normalise.normalise_counts, with the board's
+    ADC scale and the manifest's method), for the reference to run on."""
+    from lumamba.normalise import normalise_counts
+
     board = board if isinstance(board, Board) else load_board(board)
+    counts = None
     if windows is None:
         windows = fixed_windows(manifest.n_channels, manifest.n_samples)
-    write_test_vectors(project, windows)
+        counts = fixed_count_windows(manifest.n_channels, manifest.n_samples)
+    write_test_vectors(project, windows, counts)
     elf = build_project(project, board, jobs=jobs)
     where = f"{board.name} ({'QEMU ' + board.emulator.machine if board.emulator else 'native'})"
     start = time.perf_counter()
@@ -134,8 +143,13 @@ def _run_on_board(project: Path, manifest: Manifest, board: Board | str, windows
     seconds = time.perf_counter() - start
     failed = [(w, s) for w, s in enumerate(result.statuses) if s != 0]
     if failed:
-        raise VerificationError(f"{where}: lumamba_infer() failed with status {failed[0][1]} on window "
+        entry = "lumamba_infer()" if failed[0][0] < len(windows) else "lumamba_infer_counts()"
+        raise VerificationError(f"{where}: {entry} failed with status {failed[0][1]} on window "
                                 f"{failed[0][0]}; output:\n{result.stdout[-2000:]}")
+    if counts is not None:
+        method = manifest.preprocess["normalisation"]
+        normalised = [normalise_counts(c, board.adc.uv_per_count, method) for c in counts]
+        windows = np.concatenate([windows, np.asarray(normalised, np.float32)])
     return windows, where, result, seconds
 
 

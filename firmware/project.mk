@@ -41,12 +41,18 @@ include $(BOARD_MK)
 ifdef CHIP
 # No QEMU counter calibration, no semihosting (it would stop a chip without a debugger), and
 # the chip's memory map instead of the emulated machine's.
-BOARD_DEFINES := $(filter-out -DLUMAMBA_QEMU_ICOUNT_SHIFT=% -DLUMAMBA_CPU_HZ=%,$(BOARD_DEFINES)) -DLUMAMBA_REAL_CHIP=1
+# The chip's EEG front end sets the ADC scale (chips/$(CHIP).json "adc").
+BOARD_DEFINES := $(filter-out -DLUMAMBA_QEMU_ICOUNT_SHIFT=% -DLUMAMBA_CPU_HZ=% -DLUMAMBA_ADC_UV_PER_COUNT=%,$(BOARD_DEFINES)) \
+                 -DLUMAMBA_REAL_CHIP=1 -DLUMAMBA_ADC_UV_PER_COUNT=$(CHIP_ADC_UV_PER_COUNT)
 BOARD_LDFLAGS := $(filter-out -Wl$(comma)--defsym=% --crt0=% --oslib=%,$(BOARD_LDFLAGS)) \
                  -T$(LUMAMBA_FW)/chips/$(CHIP).ld
 BUILD := build/chip-$(CHIP)
 else
 BUILD := build/$(BOARD)
+# Weights placed in the board's external flash (lumamba.export.project.flash_regions): a linker
+# script of the project's own, which includes picolibc's.
+REGIONS_LD := $(wildcard flash_regions.$(BOARD).ld)
+BOARD_LDFLAGS += $(if $(REGIONS_LD),-T$(REGIONS_LD))
 endif
 ELF := $(BUILD)/lumamba.elf
 
@@ -56,19 +62,24 @@ ELF := $(BUILD)/lumamba.elf
 # memory report combines into the worst call chain.
 CFLAGS := -std=c99 -Wall -Wextra -Werror -O2 -ffp-contract=off \
           -ffunction-sections -fdata-sections -fstack-usage -fcallgraph-info=su \
-          $(ARCH_CFLAGS) $(BOARD_DEFINES) -I. -I$(LUMAMBA_FW)/runtime
+          $(ARCH_CFLAGS) $(BOARD_DEFINES) -I. -I$(LUMAMBA_FW)/runtime -I$(LUMAMBA_FW)/kernels
 LDFLAGS := $(ARCH_CFLAGS) $(BOARD_LDFLAGS) -Wl,--gc-sections -Wl,-Map=$(BUILD)/lumamba.map
 
 MODEL_SRCS := $(wildcard *.c)
-# lumamba_fmath.c: the bit-exact transcendentals the int8 kernels call (float images drop it
-# with --gc-sections).
-FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_counter.c app/main.c $(BOARD_SRCS)
+# lumamba_fmath.c: the bit-exact transcendentals the int8 kernels call; kernels/: the int8 GEMM
+# micro-kernels they call (each tuned form compiles only where its extension is there, the
+# fallback file defines the others). Images that call none drop them with --gc-sections.
+# lumamba_normalise.c: int16 counts -> the model's input, for lumamba_infer_counts().
+KERNEL_SRCS := $(patsubst $(LUMAMBA_FW)/%,%,$(wildcard $(LUMAMBA_FW)/kernels/*.c))
+FW_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_normalise.c runtime/lumamba_counter.c \
+           $(KERNEL_SRCS) app/main.c $(BOARD_SRCS)
 MODEL_OBJS := $(MODEL_SRCS:%.c=$(BUILD)/%.o)
 FW_OBJS := $(FW_SRCS:%.c=$(BUILD)/fw/%.o)
 
 DEMO_ELF := $(BUILD)/lumamba-demo.elf
 DEMO_DEFINES ?=
-DEMO_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_counter.c runtime/lumamba_stream.c \
+DEMO_SRCS := runtime/lumamba_runtime.c runtime/lumamba_fmath.c runtime/lumamba_normalise.c runtime/lumamba_counter.c \
+             runtime/lumamba_stream.c $(KERNEL_SRCS) \
              app/demo_main.c app/demo_io.c app/demo_stdio.c $(BOARD_SRCS)
 DEMO_OBJS := $(DEMO_SRCS:%.c=$(BUILD)/demo/%.o)
 
@@ -84,18 +95,27 @@ $(BUILD)/fw/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(ELF): $(MODEL_OBJS) $(FW_OBJS) $(BOARD_MK)
+$(ELF): $(MODEL_OBJS) $(FW_OBJS) $(BOARD_MK) $(REGIONS_LD)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(BOARD_LDLIBS) -o $@
 
 run: $(ELF)
 	$(RUN_CMD)
 
-# The streaming demo: the model objects plus the demo's own (DEMO_DEFINES apply to these only).
-$(BUILD)/demo/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DEMO_DEFINES) -MMD -MP -c $< -o $@
+# The streaming demo: the model objects plus the demo's own (DEMO_DEFINES apply to these only;
+# a LUMAMBA_ADC_UV_PER_COUNT there replaces the board profile's). The demo objects depend on a
+# stamp holding DEMO_DEFINES, rewritten only when they change, so new settings rebuild them.
+DEMO_CFLAGS := $(if $(filter -DLUMAMBA_ADC_UV_PER_COUNT=%,$(DEMO_DEFINES)),$(filter-out -DLUMAMBA_ADC_UV_PER_COUNT=%,$(CFLAGS)),$(CFLAGS)) \
+               $(DEMO_DEFINES)
+DEMO_STAMP := $(BUILD)/demo/defines.stamp
+ifneq ($(filter demo-app run-demo flash,$(MAKECMDGOALS)),)
+$(shell mkdir -p $(BUILD)/demo && (echo '$(DEMO_DEFINES)' | cmp -s - $(DEMO_STAMP) || echo '$(DEMO_DEFINES)' > $(DEMO_STAMP)))
+endif
 
-$(DEMO_ELF): $(MODEL_OBJS) $(DEMO_OBJS) $(BOARD_MK)
+$(BUILD)/demo/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk $(DEMO_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(DEMO_CFLAGS) -MMD -MP -c $< -o $@
+
+$(DEMO_ELF): $(MODEL_OBJS) $(DEMO_OBJS) $(BOARD_MK) $(REGIONS_LD)
 	$(CC) $(filter-out -Wl$(comma)-Map=%,$(LDFLAGS)) -Wl,-Map=$(BUILD)/lumamba-demo.map $(filter %.o,$^) $(BOARD_LDLIBS) -o $@
 
 demo-app: $(DEMO_ELF)

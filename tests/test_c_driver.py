@@ -247,6 +247,8 @@ def test_memory_plan(synthetic):
     names = {b.name for b in plan.blocks}
     assert {"buf_h", "buf_h_next", "buf_acc", "buf_acc_next"} <= names
     assert not names & {"buf_window", "buf_logits"}          # the caller's memory is used in place
+    counts_input = plan.block("counts_window")               # ... except lumamba_infer_counts()'s input
+    assert (counts_input.nbytes, counts_input.first, counts_input.last) == (C * T * 4, 0, 0)
     for i, b in enumerate(plan.blocks):
         assert b.offset % 16 == 0 and b.offset + b.nbytes <= plan.total
         for other in plan.blocks[i + 1:]:
@@ -286,6 +288,45 @@ def test_status_codes(synthetic, tmp_path):
     assert lib.lumamba_init() == 0
     assert lib.lumamba_infer(window_ptr, logits.ctypes.data_as(ctypes.c_void_p)) == 0
     np.testing.assert_allclose(logits, reference(weights, x), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["zscore", "robust", "fixed"])
+def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthetic, tmp_path, method):
+    """lumamba_infer_counts() normalises the int16 counts by the manifest's method (model.h says
+    which) and gives, bit for bit, what lumamba_infer() gives on the window the host mirror of
+    that normalisation computes; the mirror itself is checked against the C and against
+    lumamba.normalise in test_normalise_c.py."""
+    import dataclasses
+
+    from lumamba.normalise import spec
+    from lumamba.stream.reference import device_normalise
+
+    _, graphs, manifest = synthetic
+    write_driver_project(tmp_path, dataclasses.replace(manifest, preprocess=spec(method)), graphs)
+    assert f"#define LUMAMBA_NORMALISATION LUMAMBA_NORM_{method.upper()}\n" in (tmp_path / "model.h").read_text()
+    model = load_host_c(tmp_path)
+    rng = np.random.default_rng(4)
+    cases = [rng.integers(-3000, 3000, (C, T)), np.stack([np.full(T, 1234), rng.integers(-9, 9, T)]),
+             np.stack([np.zeros(T), rng.integers(-32768, 32767, T)])]       # a constant channel, a dead lead
+    for counts in (np.asarray(c, np.int16) for c in cases):
+        got = np.full(K, 7.0, np.float32)
+        assert model.infer_counts(counts, 0.1, got) == 0
+        want = np.empty(K, np.float32)
+        assert model.infer(device_normalise(counts, 0.1, method), want) == 0
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        # in place: the counts in lumamba_counts_buffer(), the upper half of the arena's input block
+        model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
+        buffer = model._lib.lumamba_counts_buffer()
+        ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
+        in_place = np.full(K, 7.0, np.float32)
+        assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
+        np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+    logits = np.full(K, 7.0, np.float32)
+    for scale in (0.0, -1.0, float("nan"), float("inf")):
+        assert model.infer_counts(cases[0].astype(np.int16), scale, logits) == runtime_status("ERR_BAD_ARGUMENT")
+    assert np.all(logits == 7.0)
+    assert model._lib.lumamba_infer_counts(None, ctypes.c_float(0.1), logits.ctypes.data_as(ctypes.c_void_p)) \
+        == runtime_status("ERR_NULL_POINTER")
 
 
 def test_generated_driver_is_plain_static_c(synthetic):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lumamba.export.cli import main
@@ -60,6 +61,14 @@ def test_cli_refuses_before_working(tmp_path, capsys):
     status, out, err = run_cli(["--target", "host", "--config", "micro", "--int8", "--calib-data",
                                 str(tmp_path / "missing"), "--out", str(tmp_path / "o")], capsys)
     assert status == 1 and "--calib-data" in err and "not found" in err and "exporting" not in out
+    from lumamba.montages import load_montage
+    from lumamba.train.data import save_npz_windows
+    robust = save_npz_windows(tmp_path / "robust.npz", np.zeros((2, 22, 640), np.float32), [0, 1],
+                              load_montage("tcp22"), ["train", "train"], normalisation="robust")
+    status, out, err = run_cli(["--target", "host", "--config", "micro", "--int8", "--calib-data", str(robust),
+                                "--out", str(tmp_path / "o")], capsys)
+    assert status == 1 and "holds robust-normalised windows but the model was trained on zscore" in err
+    assert "exporting" not in out and err.count("lumamba-export: error") == 1
     profile = tmp_path / "chip.json"
     profile.write_text(json.dumps({"target": {"name": "x", "flash_bytes": -1, "ram_bytes": 1024}}))
     status, out, err = run_cli(["--target", "cortex-m", "--config", "micro", "--board-profile", str(profile),
@@ -126,10 +135,35 @@ def micro_onnx(tmp_path_factory):
     from lumamba.export.onnx.exporter import export_onnx
     from lumamba.montages import load_montage
 
+    from lumamba.normalise import spec
+
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("micro_onnx")
-    export_onnx(LuMamba(CONFIGS["micro"], n_classes=2).eval(), load_montage("tcp22"), 640, out)
+    model = LuMamba(CONFIGS["micro"], n_classes=2).eval()
+    model.preprocess = spec("robust")      # as read from a checkpoint trained on robust-scaled windows
+    export_onnx(model, load_montage("tcp22"), 640, out)
     return out
+
+
+def test_manifest_records_the_models_normalisation(micro_onnx, tmp_path):
+    """The checkpoint's preprocess record reaches manifest.json and survives a round trip; a
+    manifest without one (written before it was recorded) means z-score."""
+    import shutil
+
+    from lumamba.export.onnx.manifest import Manifest
+    from lumamba.normalise import spec
+
+    on_disk = json.loads((micro_onnx / "manifest.json").read_text())
+    assert on_disk["preprocess"] == spec("robust") == {"normalisation": "robust", "eps": 1e-8, "iqr_to_std": 1.349}
+    manifest = Manifest.load(micro_onnx)
+    assert manifest.preprocess == spec("robust")
+    copy = tmp_path / "copy"
+    shutil.copytree(micro_onnx, copy)
+    Manifest.save(manifest, copy)
+    assert Manifest.load(copy) == manifest
+    del on_disk["preprocess"]
+    (copy / "manifest.json").write_text(json.dumps(on_disk))
+    assert Manifest.load(copy).preprocess == spec("zscore")
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -139,6 +173,10 @@ def micro_onnx(tmp_path_factory):
     ("n_samples", 0, r"n_samples must be an integer in \[1, "),
     ("buffer_shape", [1, -5], "must hold positive integers"),
     ("buffer_shape", [1 << 20, 1 << 20], "elements, more than"),
+    ("preprocess", "zscore", "preprocess must be an object"),
+    ("preprocess", {"normalisation": "minmax", "eps": 1e-8}, "preprocess normalisation 'minmax' is not one of"),
+    ("preprocess", {"normalisation": "fixed", "eps": 1e-8, "scale_uv": "50); system(\"x\""},
+     "differs from the fixed record"),
 ])
 def test_crafted_manifest_never_reaches_c(micro_onnx, tmp_path, field, value, message):
     """Everything read from an export directory is validated before C is generated from it."""

@@ -51,6 +51,44 @@ def test_required_boards_exist_and_load():
             assert e.command[e.command.index("-M") + 1] == e.machine
 
 
+def test_every_profile_says_what_an_adc_count_is():
+    """Board and chip profiles carry the ADC scale with its source; the board's make fragment
+    passes it to the firmware; chip builds use their front end's (chips/<chip>.mk agrees)."""
+    from lumamba.export.project.boards import CHIPS, CHIPS_DIR, chip_adc
+    for name in BOARDS:
+        adc = load_board(name).adc
+        assert adc.uv_per_count == 0.1 and "convention" in adc.source     # all boards are emulated or the host
+        assert f"-DLUMAMBA_ADC_UV_PER_COUNT=0.1f" in render_board_mk(load_board(name))
+    for chip in CHIPS:
+        adc = chip_adc(chip)
+        assert adc.uv_per_count == pytest.approx(2 * 4.5 / 24 / 2 ** 24 * 4 * 1e6) and "ADS1299" in adc.source
+        mk = (CHIPS_DIR / f"{chip}.mk").read_text()
+        assert f"CHIP_ADC_UV_PER_COUNT := {adc.c_literal}\n" in mk
+
+
+@pytest.mark.parametrize("adc, message", [
+    (None, 'no "adc" object'),
+    ({"uv_per_count": 0, "source": "x"}, "adc.uv_per_count must be a positive number"),
+    ({"uv_per_count": "0.1", "source": "x"}, "adc.uv_per_count must be a positive number"),
+    ({"uv_per_count": float("inf"), "source": "x"}, "adc.uv_per_count must be a positive number"),
+    ({"uv_per_count": 0.1}, "adc.source must say where"),
+])
+def test_a_bad_adc_scale_is_a_one_line_error_naming_the_profile(tmp_path, monkeypatch, adc, message):
+    import json
+
+    from lumamba.export.project import boards
+    profile = json.loads((boards.BOARDS_DIR / "cortex-m4f.json").read_text())
+    if adc is None:
+        del profile["adc"]
+    else:
+        profile["adc"] = adc
+    (tmp_path / "cortex-m4f.json").write_text(json.dumps(profile))
+    monkeypatch.setattr(boards, "BOARDS_DIR", tmp_path)
+    with pytest.raises(boards.ProfileError, match=re.escape(message)) as err:
+        load_board("cortex-m4f")
+    assert str(err.value).startswith(f"{tmp_path / 'cortex-m4f.json'}: ") and "\n" not in str(err.value)
+
+
 def test_unknown_board_lists_the_known_ones():
     with pytest.raises(ValueError, match="cortex-m7") as err:
         load_board("cortex-m7")

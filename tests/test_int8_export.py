@@ -23,7 +23,7 @@ from test_quant_golden import eeg_like
 from lumamba.export import cli
 from lumamba.quant.calibration_data import Int8DataError, load_int8_windows
 from lumamba.export.project.int8_project import INT8_DIR
-from lumamba.export.project.test_vectors import N_WINDOWS
+from lumamba.export.project.test_vectors import N_VERIFIED
 from lumamba.export.verify import VerificationError, compare_bit_exact, verify_int8_on_board
 from lumamba.montages import MONTAGES
 from lumamba.train.data import save_npz_windows
@@ -77,7 +77,7 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     assert re.search(r"\[1/9\] exporting recurrent-mode ONNX graphs", log)
     assert f"{N_CALIB} calibration windows from --calib-data" in log and "; 6 evaluation windows" in log
     assert re.search(r"\[4/9\] compiling the integer graphs", log)
-    parity = f"cortex-m4f (QEMU mps2-an386): {N_WINDOWS} windows, logits bit-identical to the int8 golden model"
+    parity = f"cortex-m4f (QEMU mps2-an386): {N_VERIFIED} windows, logits bit-identical to the int8 golden model"
     assert int(re.search(r"([\d,]+) instructions per window", log).group(1).replace(",", "")) > 1_000_000
     # the closing report: parity, memory against the chip, drift (verification is on by default)
     report = log[log.index("Report: random 'micro' model"):]
@@ -95,13 +95,17 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     assert (out / INT8_DIR / "qdq" / "unify.onnx").is_file()      # the QDQ set for onnxruntime users
     weights = "".join(p.read_text() for p in out.glob("weights_lumamba_*.c"))
     assert "const int8_t" in weights
+    # every qlinear calls the Cortex-M4F's micro-kernel (SMLAD), whose sources the project carries
+    kernels = "".join(p.read_text() for p in out.glob("lumamba_*_kernels.c"))
+    assert kernels.count("lumamba_s8_gemm_2x2_smlad(") >= 10 and "lumamba_s8_gemm_4x4_c(" not in kernels
+    assert (out / "firmware" / "kernels" / "lumamba_s8_gemm_fallback_c.c").is_file()
 
 
 def test_same_sources_bit_exact_on_host(m4_project):
     out, run = m4_project
     assert run.returncode == 0
     result = verify_int8_on_board(out, "host")
-    assert result.bit_exact and result.logits.shape == (N_WINDOWS, 2)
+    assert result.bit_exact and result.logits.shape == (N_VERIFIED, 2)
 
 
 @pytest.mark.slow
@@ -159,6 +163,10 @@ def test_int8_windows_errors(calib_npz, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(Int8DataError, match="empty holds neither edf/ nor train/ and eval/.*expected a window cache"):
         load_int8_windows(str(tmp_path / "empty"), CHANNELS, N_SAMPLES, 4, tmp_path / "scratch")
+    # calibration windows must be normalised as the model was trained (calib_npz: z-scored)
+    with pytest.raises(Int8DataError, match=r"holds zscore-normalised windows but the model was trained on "
+                                            r"robust-normalised ones; prepare it with --normalisation robust"):
+        load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 4, tmp_path, normalisation="robust")
     warnings = []
     w = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, 32, tmp_path, warn=warnings.append)
     assert len(w.calibration) == 6 and "only 6 train windows, fewer than --calib-windows 32" in warnings[0]
@@ -217,7 +225,7 @@ def test_cli_host_int8_verify(tmp_path, calib_npz):
     run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz),
                   "--calib-windows", str(N_CALIB), "--verify", "--out", str(tmp_path / "host")])
     assert run.returncode == 0, run.stdout + run.stderr
-    assert f"host (native): {N_WINDOWS} windows, logits bit-identical to the int8 golden model" in run.stdout
+    assert f"host (native): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
 
 
 @pytest.mark.slow

@@ -15,8 +15,12 @@ from test_int8_export import export
 from test_quant_golden import eeg_like
 
 from lumamba import CONFIGS, LuMamba
+from lumamba.export.project.boards import load_board
+from lumamba.export.project.build import build_project
+from lumamba.export.project.flash_regions import place_weights
 from lumamba.export.project.int8_project import INT8_DIR
-from lumamba.export.project.test_vectors import N_WINDOWS
+from lumamba.export.project.memory_report import check_fits, memory_report
+from lumamba.export.project.test_vectors import N_VERIFIED
 from lumamba.export.verify import verify_int8_on_board
 from lumamba.montages import MONTAGES
 from lumamba.quant import load_golden
@@ -48,7 +52,7 @@ def test_tiny_int8_bit_exact_on_host(tiny_host):
     out, run = tiny_host
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{N_CALIB} calibration windows from --calib-data" in run.stdout
-    assert f"host (native): {N_WINDOWS} windows, logits bit-identical to the int8 golden model" in run.stdout
+    assert f"host (native): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
     assert re.search(r"drift: +not measured: .* no usable test windows", run.stdout)   # none in the .npz
     # flash holds int8 weights: under a third of the float32 model's bytes (~4.5 of 18 MB at T=1280)
     float_bytes = 4 * sum(p.numel() for p in LuMamba(CONFIGS["tiny"], n_classes=2).parameters())
@@ -68,3 +72,21 @@ def test_tiny_int8_bit_exact_in_qemu(tiny_host, board):
     result = verify_int8_on_board(out, board)
     assert result.bit_exact and result.logits.shape == (2, 2)
     assert min(result.insns) > 100_000_000    # ~100 M MACs per 640-sample window of tiny
+
+
+def test_tiny_int8_deploys_to_the_default_cortex_m4f_chip(tiny_host):
+    """tiny's int8 weights (~4.5 MB) exceed the Apollo4 Plus's 2 MB MRAM: the coldest go to the
+    board's external flash, the build then fits, and the placed image stays bit-exact on QEMU."""
+    require_toolchain("cortex-m4f")
+    out, run = tiny_host
+    assert run.returncode == 0, run.stdout + run.stderr
+    board = load_board("cortex-m4f")
+    report = memory_report(build_project(out, board), board, out)
+    assert not report["flash"]["fits"]
+    placement = place_weights(out, board, report, out / "onnx" / "manifest.json")
+    assert placement is not None and placement.external_bytes >= report["flash"]["deployable"] - (2 << 20)
+    report = memory_report(build_project(out, board), board, out)
+    check_fits(report)
+    assert report["external_flash"]["weights"] == placement.external_bytes
+    result = verify_int8_on_board(out, "cortex-m4f")
+    assert result.bit_exact

@@ -16,6 +16,7 @@ import torch
 from lumamba import CONFIGS, LuMamba
 from lumamba.export.onnx.exporter import export_onnx
 from lumamba.export.project.firmware_project import compile_model, write_project
+from lumamba.export.project.boards import load_board
 from lumamba.export.project.host_c_runner import load_host_c
 from lumamba.export.project.int8_project import compile_int8_model, write_int8_project
 from lumamba.export.project.test_vectors import fixed_windows
@@ -55,12 +56,13 @@ def windows(n_channels: int) -> tuple[np.ndarray, np.ndarray]:
 
 def sanitized_run(project: Path, x: np.ndarray, tmp_path: Path) -> list[tuple[int, np.ndarray]]:
     """Build project + harness with the sanitizers, run it on x; [(status, logits)] per window."""
-    runtime = FIRMWARE_ROOT / "runtime"
+    runtime, kernels = FIRMWARE_ROOT / "runtime", FIRMWARE_ROOT / "kernels"
     exe = tmp_path / "window_runner"
     sources = [*sorted(map(str, project.glob("*.c"))), str(runtime / "lumamba_runtime.c"),
-               str(runtime / "lumamba_fmath.c"), str(HARNESS)]
+               str(runtime / "lumamba_fmath.c"), str(runtime / "lumamba_normalise.c"),
+               *sorted(map(str, kernels.glob("*.c"))), str(HARNESS)]
     cmd = ["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", *SANITIZE,
-           "-I", str(project), "-I", str(runtime), *sources, "-o", str(exe), "-lm"]
+           "-I", str(project), "-I", str(runtime), "-I", str(kernels), *sources, "-o", str(exe), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     data = tmp_path / "windows.f32"
     x.astype(np.float32).tofile(data)
@@ -111,6 +113,8 @@ def test_int8_c_under_sanitizers(exported, tmp_path):
     calibration = calibrate(root / "onnx", x[:8], progress=False)
     q = quantize(root / "onnx", calibration, out_dir=root / "int8")
     project = root / "int8_project"
-    write_int8_project(compile_int8_model(q.out_dir, root / "onnx"), q.out_dir, project,
-                       fixed_windows(manifest.n_channels, T), board="host")
+    # the host's micro-kernel form, as lumamba-export --target host --int8 compiles it
+    compiled = compile_int8_model(q.out_dir, root / "onnx", gemm_form=load_board("host").int8_gemm)
+    assert "lumamba_s8_gemm_4x4_c(" in "".join(g.kernels_c for g in compiled.cgraphs.values())
+    write_int8_project(compiled, q.out_dir, project, fixed_windows(manifest.n_channels, T), board="host")
     check(sanitized_run(project, x, tmp_path), x, kind, load_host_c(project))

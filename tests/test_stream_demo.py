@@ -1,7 +1,10 @@
-"""The streaming demo end to end: a random micro int8 project (22 channels, 160-sample windows),
-its demo firmware on the Cortex-M4F board under QEMU fed a synthetic recording over the UART,
-every decision's logits bit for bit against the int8 golden model; a corrupted frame reported
-and held; the demo image of every real chip inside that chip's memory map; `make flash` errors.
+"""The streaming demo end to end: a random micro int8 project (22 channels, 160-sample windows)
+trained, as its checkpoint says, on robust-scaled windows, so the device runs the median/IQR
+normalisation (radix selection) on the int16 counts; its demo firmware on the Cortex-M4F board
+under QEMU fed a synthetic recording over the UART, every decision's logits bit for bit against
+the int8 golden model on the windows as the host mirror normalises them; a corrupted frame
+reported and held; the demo image of every real chip inside that chip's memory map; `make flash`
+errors.
 """
 from __future__ import annotations
 
@@ -32,20 +35,37 @@ N_DECISIONS = 4
 CHIPS = ("nrf52840", "stm32f407vg", "alif-e7-m55", "gap9")
 
 
+METHOD = "robust"
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A random micro model, int8, exported for the Cortex-M4F without verification (the int8
-    export tests verify that path); 2 calibration windows."""
+    """A random micro model recorded as trained on robust-scaled windows, int8, exported for the
+    Cortex-M4F with the streaming demo (--app demo) and without verification (the int8 export tests
+    verify that path); 2 calibration windows, robust-scaled as the model requires."""
+    import torch
+
+    from lumamba import CONFIGS, LuMamba
+    from lumamba.checkpoint import save_checkpoint
+    from lumamba.normalise import normalise, spec
+
     require_toolchain("cortex-m4f")
     root = tmp_path_factory.mktemp("stream")
-    calib = save_npz_windows(root / "calib.npz", eeg_like(2, len(CHANNELS), T, seed=3), [0, 1], CHANNELS,
-                             ["train", "train"])
+    torch.manual_seed(0)
+    model = LuMamba(CONFIGS["micro"], n_classes=2)
+    model.preprocess = spec(METHOD)
+    checkpoint = save_checkpoint(model, root / "micro.safetensors")
+    calib = save_npz_windows(root / "calib.npz", normalise(eeg_like(2, len(CHANNELS), T, seed=3), METHOD), [0, 1],
+                             CHANNELS, ["train", "train"], normalisation=METHOD)
     out = root / "micro"
-    run = subprocess.run([sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", "--config", "micro",
-                          "--montage", "tcp22", "--n-samples", str(T), "--int8", "--calib-data", str(calib),
-                          "--calib-windows", "2", "--precision", "int8", "--no-verify", "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", "--checkpoint",
+                          str(checkpoint), "--montage", "tcp22", "--n-samples", str(T), "--int8", "--calib-data",
+                          str(calib), "--calib-windows", "2", "--precision", "int8", "--no-verify", "--app", "demo", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert f"streaming demo: {out / 'build' / 'cortex-m4f' / 'lumamba-demo.elf'}" in run.stdout
+    assert (out / "build" / "cortex-m4f" / "lumamba-demo.elf").is_file()
+    assert "#define LUMAMBA_NORMALISATION LUMAMBA_NORM_ROBUST" in (out / "model.h").read_text()
     return out
 
 
@@ -63,7 +83,7 @@ def recording(tmp_path_factory) -> Path:
 
 
 def golden_bits(project: Path, counts: np.ndarray, starts: list[int], scale: np.float32) -> np.ndarray:
-    logits = load_golden(project / "int8")(device_windows(counts, starts, T, scale))
+    logits = load_golden(project / "int8")(device_windows(counts, starts, T, scale, METHOD))
     return np.asarray(logits, np.float32).view(np.uint32)
 
 
@@ -75,6 +95,7 @@ def test_stream_on_cortex_m4f_is_bit_exact(project, recording, tmp_path, capsys)
     assert rc == 0, log
     assert f"{N_DECISIONS} decisions on cortex-m4f: {N_DECISIONS} agree with the int8 golden model (bit-exact)" in log
     summary = json.loads((out / "decisions.json").read_text())
+    assert summary["normalisation"] == METHOD and summary["uv_per_count"] == pytest.approx(0.1)   # the profile's
     decisions = summary["decisions"]
     assert [d["window"] for d in decisions] == list(range(N_DECISIONS))
     assert [d["start_s"] * 256 for d in decisions] == [k * HOP for k in range(N_DECISIONS)]

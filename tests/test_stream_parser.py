@@ -1,8 +1,8 @@
 """The demo firmware's frame parser and ring buffer (firmware/runtime/lumamba_stream.c), built
 natively and fed frames written by lumamba.stream.framing (whose CRC is binascii's, an independent
 implementation): good frames land in the ring in order, a corrupted or dropped byte is detected,
-lost frames are counted and filled by sample-and-hold, and the device z-score equals
-lumamba.stream.reference.device_zscore bit for bit."""
+lost frames are counted and filled by sample-and-hold, and a window is cut from the ring as the
+channel-major int16 counts lumamba_infer_counts() takes (its normalisation: test_normalise_c.py)."""
 from __future__ import annotations
 
 import shutil
@@ -14,11 +14,10 @@ import pytest
 
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.stream.framing import crc16_ccitt, encode_frame, encode_stream
-from lumamba.stream.reference import apply_gaps, device_zscore, quantise
+from lumamba.stream.reference import apply_gaps, quantise
 
 HARNESS = Path(__file__).parent / "c" / "stream_harness.c"
 OK, CRC_ERROR, HEADER_ERROR, END = 1, 2, 3, 4
-SCALE = np.float32(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +32,7 @@ def harness(tmp_path_factory) -> Path:
 
 
 def run(harness: Path, data: bytes, n_channels: int, capacity: int, start: int = 0, length: int = 2):
-    bits = f"{int(np.array([SCALE], np.float32).view(np.uint32)[0]):08x}"
-    out = subprocess.run([str(harness), str(n_channels), str(capacity), str(start), str(length), bits],
+    out = subprocess.run([str(harness), str(n_channels), str(capacity), str(start), str(length)],
                          input=data, capture_output=True, check=True).stdout.decode()
     events, ring, window = [], {}, None
     counters = None
@@ -47,7 +45,7 @@ def run(harness: Path, data: bytes, n_channels: int, capacity: int, start: int =
         elif f[0] == "I":
             ring[int(f[1])] = [int(v) for v in f[2:]]
         elif f[0] == "WINDOW":
-            window = (int(f[1]), np.array([int(h, 16) for h in f[2:]], np.uint32).view(np.float32))
+            window = (int(f[1]), np.array([int(v) for v in f[2:]], np.int16))
     return events, counters, ring, window
 
 
@@ -123,16 +121,27 @@ def test_ring_keeps_the_latest_instants_and_refuses_overwritten_windows(harness)
     assert window[0] == 1                        # LUMAMBA_STREAM_NOT_READY
 
 
-def test_device_zscore_is_bit_exact_with_the_host_reference(harness):
+def test_window_is_cut_channel_major_across_the_ring_wrap(harness):
     rng = np.random.default_rng(6)
     uv = (rng.standard_normal((6, 300)) * 40 + rng.uniform(-200, 200, (6, 1))).astype(np.float64)
-    x, clipped = quantise(uv, SCALE)
+    x, clipped = quantise(uv, 0.1)
     assert clipped == 0 and x.shape == (300, 6)
     data = b"".join(encode_stream(x, instants_per_frame=16))
-    _, _, _, (status, got) = run(harness, data, 6, 300, start=44, length=256)
+    _, _, _, (status, got) = run(harness, data, 6, 270, start=44, length=256)   # 270 < 300: wraps
     assert status == 0
-    want = device_zscore(x[44:300], SCALE)
-    np.testing.assert_array_equal(got.reshape(6, 256).view(np.uint32), want.view(np.uint32))
-    # and it is the training z-score up to float32 rounding
-    from lumamba.data.preprocess import zscore
-    np.testing.assert_allclose(want, zscore(x[44:300].T.astype(np.float64) * float(SCALE)), atol=2e-5)
+    np.testing.assert_array_equal(got.reshape(6, 256), x[44:300].T)
+
+
+def test_the_adc_scale_comes_from_the_projects_board_profile(tmp_path):
+    """lumamba-stream quantises with the scale the project's board make fragment passes (rendered
+    from the profile's adc.uv_per_count); a missing or bad one is a one-line error naming the file."""
+    from lumamba.export.project.build import prepare_project
+    from lumamba.stream.runner import StreamError, project_adc_scale
+
+    prepare_project(tmp_path, "riscv32")
+    assert project_adc_scale(tmp_path, "riscv32") == np.float32(0.1)
+    mk = tmp_path / "firmware" / "boards" / "riscv32.mk"
+    mk.write_text(mk.read_text().replace("-DLUMAMBA_ADC_UV_PER_COUNT=0.1f", "-DLUMAMBA_ADC_UV_PER_COUNT=-2f"))
+    with pytest.raises(StreamError, match=rf"^{mk}: no valid -DLUMAMBA_ADC_UV_PER_COUNT") as err:
+        project_adc_scale(tmp_path, "riscv32")
+    assert "\n" not in str(err.value)

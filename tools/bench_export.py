@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lumamba.export.project.boards import load_board
 from lumamba.export.project.build import BuildError, build_project, elf_path
 from lumamba.export.cli import demo_model_path, load_model
 from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, write_project
@@ -169,26 +170,41 @@ def bench_float(ex: Export, args, log) -> tuple[list[dict], dict]:
 
 
 def bench_int8(ex: Export, calibration: np.ndarray, args, log) -> tuple[list[dict], dict]:
-    """int8: calibrate, quantise and compile as lumamba-export --int8 does, then per board build,
-    run and require bit-identical logits to the golden model; host timings and host parity."""
-    project = ex.root / INT8
+    """int8: calibrate, quantise and compile as lumamba-export --int8 does (one project per
+    micro-kernel form the boards use, `int8_gemm`), then per board build, run and require
+    bit-identical logits to the golden model; host timings and host parity."""
     quant_dir = ex.root / "quant"
     log(f"{ex.name} int8: calibrate ({len(calibration)} windows) + quantise")
     q = quantize(ex.onnx_dir, calibrate(ex.onnx_dir, calibration, progress=False), out_dir=quant_dir)
     log(f"{ex.name} int8: {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} B of int8 "
-        f"weights; compile")
-    compiled = compile_int8_model(quant_dir, ex.onnx_dir)
-    write_int8_project(compiled, quant_dir, project, ex.windows)
+        f"weights")
+    forms: dict[str, list[str]] = {}
+    for board in dict.fromkeys([*args.boards, "host"]):
+        forms.setdefault(load_board(board).int8_gemm, []).append(board)
+    projects: dict[str, Path] = {}
+    for form in forms:
+        log(f"{ex.name} int8: compile (micro-kernel {form})")
+        projects[form] = ex.root / f"{INT8}-{form}"
+        write_int8_project(compile_int8_model(quant_dir, ex.onnx_dir, gemm_form=form), quant_dir, projects[form],
+                           ex.windows)
 
-    def run(board: str) -> dict:
-        try:
-            v = verify_int8_on_board(project, board, timeout_s=args.timeout)
-        except VerificationError as e:   # not bit-exact (or a failed inference): say so, keep measuring
-            return {"bit_exact": False, "note": str(e).splitlines()[0]}
-        return {"insns": float(np.mean(v.insns)) if v.insns else None,
-                "qemu_s": v.seconds / len(v.logits), "bit_exact": True}
+    def run_in(project: Path) -> Callable[[str], dict]:
+        def run(board: str) -> dict:
+            try:
+                v = verify_int8_on_board(project, board, timeout_s=args.timeout)
+            except VerificationError as e:   # not bit-exact (or a failed inference): say so, keep measuring
+                return {"bit_exact": False, "note": str(e).splitlines()[0]}
+            return {"insns": float(np.mean(v.insns)) if v.insns else None,
+                    "qemu_s": v.seconds / len(v.logits), "bit_exact": True}
+        return run
 
-    rows = measure_boards(ex, INT8, project, args.boards, run, log)
+    rows = []
+    for form, boards in forms.items():
+        measured = [b for b in boards if b in args.boards]
+        rows += measure_boards(ex, INT8, projects[form], measured, run_in(projects[form]), log)
+    rows.sort(key=lambda r: args.boards.index(r["board"]))
+    project = projects[load_board("host").int8_gemm]
+    run = run_in(project)
     log(f"{ex.name} int8: host parity and timings")
     host_parity = run("host")
     golden = load_golden(project / INT8_DIR)

@@ -16,7 +16,7 @@ the golden model:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from tvm import te, tirx
@@ -91,10 +91,11 @@ def _centred(x, x_zero_point: int, folded: bool):
 
 def qlinear(xq: te.Tensor, weight: te.Tensor, bias: te.Tensor, multiplier: te.Tensor,
             shift: te.Tensor, x_zero_point: int, y_zero_point: int, folded: bool = False,
-            left_shift: bool = True) -> te.Tensor:
+            left_shift: bool = True, acc_attrs: Mapping | None = None) -> te.Tensor:
     """xq (..., K) int8, weight (N, K) int8, bias/multiplier/shift (N,) int32 -> (..., N) int8.
     `folded`: `bias` is `fold_bias(weight, bias, x_zero_point)`; `left_shift=False`: no shift
-    is positive (requantize_value)."""
+    is positive (requantize_value); `acc_attrs`: annotations of the accumulation block (the
+    micro-kernel rewrite finds its blocks by them, micro_kernel_tir)."""
     *lead, k_dim = (int(d) for d in xq.shape)
     n_dim = int(weight.shape[0])
     k = te.reduce_axis((0, k_dim), name="k")
@@ -104,7 +105,7 @@ def qlinear(xq: te.Tensor, weight: te.Tensor, bias: te.Tensor, multiplier: te.Te
         x = _centred(xq[(*i, k)], x_zero_point, folded)
         return te.sum(x * weight[n, k].astype("int32"), axis=k)
 
-    dot = te.compute((*lead, n_dim), acc, name="qlinear_acc")
+    dot = te.compute((*lead, n_dim), acc, name="qlinear_acc", attrs=None if acc_attrs is None else dict(acc_attrs))
     return te.compute((*lead, n_dim),
                       lambda *idx: requantize_value(dot[idx] + bias[idx[-1]], multiplier[idx[-1]],
                                                     shift[idx[-1]], y_zero_point, left_shift),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -239,10 +240,11 @@ def _mark_float_immediates(func: tirx.PrimFunc):
     return func.with_body(body), literals
 
 
-def lower_primfunc(func: tirx.PrimFunc, symbol: str, tvm_name: str = "") -> CKernel:
-    """Schedule, lower and print one fused PrimFunc as the C function `symbol`."""
+def lower_primfunc(func: tirx.PrimFunc, symbol: str, tvm_name: str = "",
+                   schedule: Callable[[tirx.PrimFunc], tirx.PrimFunc] = schedule_for_mcu) -> CKernel:
+    """Schedule (`schedule`), lower and print one fused PrimFunc as the C function `symbol`."""
     register_c_intrinsics()
-    func = schedule_for_mcu(func)
+    func = schedule(func)
     written = _written_params(func)
     shapes = [(str(p.dtype), _buffer_elems(p)) for p in func.params]
 

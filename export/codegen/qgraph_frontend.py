@@ -18,8 +18,9 @@ import tvm
 from tvm import relax, topi
 
 from . import float_island_te as ft
-from . import integer_te
+from . import integer_te, micro_kernel_tir
 from .cgraph import CGraph
+from .kernel_layout import KERNEL_FUNCTIONS, relayout
 from .relax_to_c import compile_relax_to_c
 
 __all__ = ["compile_qgraph", "compile_qnode", "fuse_passes", "LOWERINGS"]
@@ -52,12 +53,16 @@ def _integer_te(op: str, attrs: Mapping, xq, params: Mapping, folded: bool, left
     raise NotImplementedError(f"no TE definition for integer op {op!r}")
 
 
-def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Mapping[str, np.ndarray]):
+def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Mapping[str, np.ndarray],
+                  gemm_form: str | None = None):
     """emit_te of one qlinear/qconv node, its parameters as constants; the bias folded with the
     input zero point (integer_te.fold_bias) wherever that stays inside int32, and the left shift of
-    the requantisation compiled only when some channel needs it."""
+    the requantisation compiled only when some channel needs it. With `gemm_form` (a
+    kernel_layout form), a qlinear whose bias folds calls that int8 micro-kernel instead."""
     bias = integer_te.fold_bias(params["weight"], params["bias"], int(attrs["x_zero_point"]))
     folded = bias is not None
+    if op == "qlinear" and gemm_form is not None and folded:
+        return _emit_qlinear_micro_kernel(bb, attrs, x, dict(params, bias=bias), gemm_form)
     left_shift = bool((params["shift"] > 0).any())
     values = dict(params, bias=bias) if folded else params
     consts = [relax.const(np.ascontiguousarray(values[role])) for role in INTEGER_ROLES]
@@ -67,6 +72,19 @@ def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Ma
         return _integer_te(op, attrs, xq, tensors, folded, left_shift)
 
     return bb.emit_te(compute, x, *consts, primfunc_name_hint=op)
+
+
+def _emit_qlinear_micro_kernel(bb: relax.BlockBuilder, attrs: Mapping, x, params: Mapping[str, np.ndarray],
+                               form: str):
+    """A qlinear (folded bias in `params`) whose accumulation calls micro-kernel `form`
+    (micro_kernel_tir.qlinear_te; relax_to_c rewrites it after fusion): the weights stored in the
+    form's layout, bias, multiplier and shift as the rows of one (3, N) int32 constant, the
+    requantisation in the micro-kernel's epilogue. It fuses with its consumers as before."""
+    zx, zy = int(attrs["x_zero_point"]), int(attrs["y_zero_point"])
+    weight = relax.const(np.ascontiguousarray(relayout(form, params["weight"])))
+    qparams = relax.const(np.stack([params["bias"], params["multiplier"], params["shift"]]).astype(np.int32))
+    return bb.emit_te(lambda xq, w, qp: micro_kernel_tir.qlinear_te(xq, w, qp, zx, zy, form), x, weight, qparams,
+                      primfunc_name_hint="qlinear")
 
 
 INTEGER_ROLES = ("weight", "bias", "multiplier", "shift")
@@ -90,17 +108,18 @@ def check_integer_params(node_name: str, params: Mapping[str, np.ndarray]) -> No
 
 
 def compile_qnode(op: str, attrs: Mapping, params: Mapping[str, np.ndarray],
-                  input_shape: Sequence[int], name: str) -> CGraph:
+                  input_shape: Sequence[int], name: str, gemm_form: str | None = None) -> CGraph:
     """One `qlinear`/`qconv` node as a C graph: `<name>_run(const int8_t *x, int8_t *y, arena)`,
-    its weight, bias, multiplier and shift as `const` arrays."""
+    its weight, bias, multiplier and shift as `const` arrays; `gemm_form` as in compile_qgraph."""
     check_integer_params(name, params)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType([int(d) for d in input_shape], "int8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            out = bb.emit_output(_emit_integer(bb, op, attrs, x, params))
+            out = bb.emit_output(_emit_integer(bb, op, attrs, x, params, gemm_form))
         bb.emit_func_output(out)
-    return compile_relax_to_c(bb.get(), name, ["x"], ["y"], fuse_passes())
+    headers = [micro_kernel_tir.KERNEL_HEADER] if gemm_form is not None else []
+    return compile_relax_to_c(bb.get(), name, ["x"], ["y"], fuse_passes(), headers=headers)
 
 
 def _shape(graph, name: str) -> tuple[int, ...]:
@@ -190,10 +209,10 @@ def _dequantize(bb, graph, node, args, folded):
 
 
 @lowering("qlinear", "qconv")
-def _integer(bb, graph, node, args, folded):
+def _integer(bb, graph, node, args, folded, gemm_form: str | None = None):
     params = {role: graph.constants[key] for role, key in node.params.items()}
     check_integer_params(node.name, params)
-    return [_emit_integer(bb, node.op, node.attrs, args[0], params)]
+    return [_emit_integer(bb, node.op, node.attrs, args[0], params, gemm_form)]
 
 
 @lowering(*ft.BINARY, *ft.COMPARE)
@@ -329,19 +348,29 @@ def _gather(bb, graph, node, args, folded):
                        primfunc_name_hint="gather")]
 
 
-def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, folded: dict) -> list:
-    """Emit one node of `graph` through its entry in the op table."""
+def _emit_node(bb: relax.BlockBuilder, graph, node, args: list, folded: dict, gemm_form: str | None) -> list:
+    """Emit one node of `graph` through its entry in the op table; the integer ops also get the
+    micro-kernel form (the only lowering option that depends on the board)."""
     if node.op not in LOWERINGS:
         raise NotImplementedError(f"graph {graph.name}, node {node.name}: op {node.op!r} has no C lowering in "
                                   "qgraph_frontend yet")
+    if node.op in ("qlinear", "qconv"):
+        return LOWERINGS[node.op](bb, graph, node, args, folded, gemm_form=gemm_form)
     return LOWERINGS[node.op](bb, graph, node, args, folded)
 
 
-def compile_qgraph(graph, name: str) -> CGraph:
+def compile_qgraph(graph, name: str, gemm_form: str | None = None) -> CGraph:
     """One integer graph description (`lumamba.quant.qgraph.QGraph`) -> C, bit-exact with
     `GraphExecutor(graph)` for the ops it supports. Nodes that read constants only are evaluated
-    here with the golden model's own op (exact by construction) and become `const` arrays."""
+    here with the golden model's own op (exact by construction) and become `const` arrays.
+
+    `gemm_form`: the int8 GEMM micro-kernel (`kernel_layout.KERNEL_FUNCTIONS`, a board's
+    `int8_gemm`) that every qlinear calls (firmware/kernels/, its weights re-laid out here);
+    None keeps TVM's scalar loop nests."""
     from lumamba.quant.ops import run_node
+
+    if gemm_form is not None and gemm_form not in KERNEL_FUNCTIONS:
+        raise ValueError(f"gemm_form {gemm_form!r}: known forms are {', '.join(KERNEL_FUNCTIONS)}")
 
     bb = relax.BlockBuilder()
     params = [relax.Var(n, relax.TensorType(list(s), "float32")) for n, s in graph.inputs]
@@ -358,8 +387,9 @@ def compile_qgraph(graph, name: str) -> CGraph:
                     continue
                 args = [None if not i else values[i] if i in values else relax.const(np.ascontiguousarray(folded[i]))
                         for i in node.inputs]
-                values.update(zip(node.outputs, _emit_node(bb, graph, node, args, folded)))
+                values.update(zip(node.outputs, _emit_node(bb, graph, node, args, folded, gemm_form)))
             outs = [bb.emit_output(values[n]) for n, _ in graph.outputs]
         bb.emit_func_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+    headers = [FMATH_HEADER] + ([micro_kernel_tir.KERNEL_HEADER] if gemm_form is not None else [])
     return compile_relax_to_c(bb.get(), name, [n for n, _ in graph.inputs], [n for n, _ in graph.outputs],
-                              fuse_passes(), headers=[FMATH_HEADER])
+                              fuse_passes(), headers=headers)

@@ -6,7 +6,9 @@ from an integer graph description) and hand it here with their fusion passes. Th
 1. fusion (the front end's passes), then Relax's memory plan: RewriteDataflowReshape ->
    ToNonDataflow -> RemovePurityChecking -> CallTIRRewrite -> StaticPlanBlockMemory;
 2. `plan.plan_from_relax` reads the kernel calls and storages out of the planned `main`;
-3. each fused PrimFunc is scheduled and lowered to a C kernel (`lower`);
+3. each fused PrimFunc is scheduled and lowered to a C kernel (`lower`), its int8 qlinears that
+   the front end marked for a firmware micro-kernel rewritten as calls of it
+   (`micro_kernel_tir.schedule_with_micro_kernels`);
 4. storages and kernel scratch get arena offsets (`plan.layout_arena` through `arena`) and the
    header, kernels, constants and `<name>_run()` driver are written (`graph_c`).
 """
@@ -20,6 +22,7 @@ from tvm import relax
 from . import graph_c
 from .cgraph import CGraph
 from .lower import CKernel, lower_primfunc
+from .micro_kernel_tir import schedule_with_micro_kernels
 from .plan import GraphPlan, KernelCall, check_no_alias, layout_arena, plan_from_relax
 
 
@@ -65,7 +68,7 @@ def lower_kernels(name: str, plan: GraphPlan, planned: tvm.IRModule) -> dict[str
         if isinstance(step, KernelCall) and step.func not in kernels:
             gv = planned.get_global_var(step.func)
             symbol = _kernel_symbol(name, len(kernels), step.func)
-            kernels[step.func] = lower_primfunc(planned[gv], symbol, step.func)
+            kernels[step.func] = lower_primfunc(planned[gv], symbol, step.func, schedule=schedule_with_micro_kernels)
     check_no_alias(plan, {f: {i for i, p in enumerate(k.params) if not p.readonly}
                           for f, k in kernels.items()})
     return kernels

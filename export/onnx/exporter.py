@@ -26,6 +26,7 @@ from onnxscript import optimizer as onnx_optimizer
 from onnxscript import rewriter as onnx_rewriter
 
 from lumamba.model import LuMamba
+from lumamba.normalise import spec as normalisation_spec
 
 from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
 from .step_modules import EncoderStep, Frontend, HeadStep, LinearHeadOut, MambaHeadOut, Unify
@@ -95,7 +96,9 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
     """Export `model` for one montage (`channel_names`, in the order of the input's channels) and
     one window length `n_samples` to `out_dir` (created; existing graph files are overwritten).
 
-    `checkpoint`, if given, is recorded in the manifest (path and SHA-256) as the weights' origin.
+    `checkpoint`, if given, is recorded in the manifest (path and SHA-256) as the weights' origin;
+    the model's input normalisation (`model.preprocess`, from the checkpoint; z-score when unset)
+    as `manifest.preprocess`, which the firmware applies to the int16 counts it owns.
     Returns the manifest, also written to `out_dir/manifest.json`.
     """
     config = model.config
@@ -131,6 +134,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         input_buffer="window", latent_buffer=f"z{config.n_blocks}",
         logits_buffer="logits" if model.n_classes else None,
         opset=OPSET, ir_version=IR_VERSION, checkpoint=checkpoint_info,
+        preprocess=dict(getattr(model, "preprocess", None) or normalisation_spec()),
         producer={"torch": torch.__version__, "onnx": onnx.__version__, "lumamba": _lumamba_version()},
     )
     manifest.validate()

@@ -22,6 +22,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lumamba.normalise import check_spec, spec as normalisation_spec
+
 FORMAT = "lumamba-recurrent-onnx"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -120,6 +122,10 @@ class Manifest:
     opset: int
     ir_version: int
     checkpoint: dict | None = None     # {"path", "sha256"} of the weights, when exported from a file
+    # How the model's input windows are normalised (lumamba.normalise.spec, from the checkpoint's
+    # lumamba_preprocess); the firmware applies the same method in lumamba_infer_counts().
+    # Manifests written before it was recorded were z-scored.
+    preprocess: dict = field(default_factory=normalisation_spec)
     producer: dict = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -156,6 +162,7 @@ class Manifest:
             least = 0 if what == "n_classes" else 1     # 0 classes: an encoder-only (pre-training) export
             if type(value) is not int or not least <= value <= MAX_DIM:
                 raise ValueError(f"{what} must be an integer in [{least}, {MAX_DIM}], got {value!r}")
+        check_spec(self.preprocess, "preprocess")
         if not self.channel_names:
             raise ValueError("channel_names is empty")
         for name in self.channel_names:

@@ -23,9 +23,10 @@ from .boards import BOARDS, Board, load_board
 
 FIRMWARE_DIR = "firmware"  # name of the firmware copy inside a project
 ELF_NAME = "lumamba.elf"
+DEMO_ELF_NAME = "lumamba-demo.elf"   # the streaming demo (firmware/app/demo_main.c)
 
 # Files of lumamba/firmware that a project needs (board profiles stay behind: rendered as .mk).
-_FIRMWARE_GLOBS = ("project.mk", "runtime/*.[ch]", "app/*.[ch]", "boards/*.[ch]", "chips/*.ld", "chips/*.mk")
+_FIRMWARE_GLOBS = ("project.mk", "runtime/*.[ch]", "kernels/*.[ch]", "app/*.[ch]", "boards/*.[ch]", "chips/*.ld", "chips/*.mk")
 
 
 class ToolchainError(RuntimeError):
@@ -145,6 +146,30 @@ def build_project(project_dir: str | Path, board: Board | str, *, jobs: int = 2)
         raise BuildError(f"building {project_dir} for board {board.name!r} failed "
                          f"(make exit status {proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return elf_path(project_dir, board)
+
+
+def build_demo_app(project_dir: str | Path, board: Board | str, defines: dict[str, str] | None = None,
+                   *, jobs: int = 2) -> Path:
+    """`make demo-app` in ``project_dir`` for ``board`` (refreshing its firmware copy), with
+    ``defines`` as DEMO_DEFINES; returns the streaming demo's ELF path. ToolchainError or
+    BuildError as build_project."""
+    project_dir = Path(project_dir)
+    board = _as_board(board)
+    check_toolchain(board, need_emulator=False)
+    prepare_project(project_dir, board)
+    args = ["make", "-C", str(project_dir), f"-j{jobs}", "demo-app", f"BOARD={board.name}"]
+    if defines:
+        args.append("DEMO_DEFINES=" + " ".join(f"-D{k}={v}" for k, v in defines.items()))
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"building the demo of {project_dir} for board {board.name!r} failed "
+                         f"(make exit status {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return demo_elf_path(project_dir, board)
+
+
+def demo_elf_path(project_dir: str | Path, board: Board | str) -> Path:
+    """Where build_demo_app puts the streaming demo of ``board``."""
+    return Path(project_dir) / "build" / _as_board(board).name / DEMO_ELF_NAME
 
 
 def elf_path(project_dir: str | Path, board: Board | str) -> Path:

@@ -35,7 +35,7 @@ from ..codegen.onnx_frontend import compile_onnx_to_c
 from ..onnx.manifest import MANIFEST_NAME, Manifest
 from .build import prepare_project
 from .model_driver import GraphCall, generate_driver
-from .test_vectors import write_test_vectors
+from .test_vectors import fixed_count_windows, write_test_vectors
 
 ONNX_DIR = "onnx"        # the export's copy inside a project
 SYMBOL_PREFIX = "lumamba_"  # compiled graphs' C names, so their symbols do not clash with the application's
@@ -173,7 +173,8 @@ def write_project(compiled: CompiledModel, project_dir: str | Path, windows: np.
                   board: str = "cortex-m4f") -> Path:
     """Write the complete project for `compiled` into `project_dir` (created; generated files
     already there are replaced), with `windows` (n, C, T) as its test vectors and `board` as the
-    Makefile's default. Returns the project directory."""
+    Makefile's default; the test application also runs fixed_count_windows through
+    lumamba_infer_counts(). Returns the project directory."""
     project = Path(project_dir)
     project.mkdir(parents=True, exist_ok=True)
     for old in [*project.glob("*.c"), *project.glob("*.h")]:
@@ -182,7 +183,7 @@ def write_project(compiled: CompiledModel, project_dir: str | Path, windows: np.
     for name, text in model_sources(compiled).items():
         (project / name).write_text(text, encoding="utf-8")
     _copy_export(compiled, project / ONNX_DIR)
-    write_test_vectors(project, windows)
+    write_test_vectors(project, windows, fixed_count_windows(compiled.manifest.n_channels, compiled.manifest.n_samples))
     prepare_project(project, board)
     return project
 

@@ -30,22 +30,27 @@ LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
 GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
 
 
-RUNTIME_SOURCES = ("lumamba_runtime.c", "lumamba_fmath.c")   # as firmware/project.mk builds them
+# as firmware/project.mk builds them, relative to the firmware folder; plus every kernels/*.c
+RUNTIME_SOURCES = ("runtime/lumamba_runtime.c", "runtime/lumamba_fmath.c", "runtime/lumamba_normalise.c")
 
 
-def _runtime_dir(project: Path) -> Path:
-    copy = project / FIRMWARE_DIR / "runtime"
-    return copy if all((copy / name).is_file() for name in RUNTIME_SOURCES) else FIRMWARE_ROOT / "runtime"
+def _firmware_dir(project: Path) -> Path:
+    """The project's copy of the firmware sources, or the package's when the copy is incomplete."""
+    copy = project / FIRMWARE_DIR
+    complete = all((copy / name).is_file() for name in RUNTIME_SOURCES) and any((copy / "kernels").glob("*.c"))
+    return copy if complete else FIRMWARE_ROOT
 
 
 def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) -> Path:
-    """Compile the project's model sources and the runtime into a shared library (cached by the
-    sources' content, so an unchanged project is not rebuilt). Returns the library's path."""
+    """Compile the project's model sources, the runtime and the int8 micro-kernels into a shared
+    library (cached by the sources' content, so an unchanged project is not rebuilt). Returns the
+    library's path."""
     project = Path(project_dir)
     if shutil.which(cc) is None:
         raise FileNotFoundError(f"C compiler {cc!r} not found (Debian package gcc)")
-    runtime = _runtime_dir(project)
-    sources = sorted(project.glob("*.c")) + [runtime / name for name in RUNTIME_SOURCES]
+    firmware = _firmware_dir(project)
+    sources = (sorted(project.glob("*.c")) + [firmware / name for name in RUNTIME_SOURCES]
+               + sorted((firmware / "kernels").glob("*.c")))
     if not (project / "model.h").is_file() or not (project / "model.c").is_file():
         raise FileNotFoundError(f"{project} holds no generated model (model.c, model.h)")
     digest = hashlib.sha256(" ".join((cc, *HOST_CFLAGS)).encode())
@@ -55,10 +60,10 @@ def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 
     if library.is_file():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    includes = ["-I", str(project), "-I", str(runtime)]
+    includes = ["-I", str(project), "-I", str(firmware / "runtime"), "-I", str(firmware / "kernels")]
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
         def compile_one(src: Path) -> Path:
-            obj = Path(tmp) / (src.stem + ".o")
+            obj = Path(tmp) / (src.parent.name + "_" + src.stem + ".o")
             _run([cc, *HOST_CFLAGS, *includes, "-c", str(src), "-o", str(obj)])
             return obj
 
@@ -84,6 +89,9 @@ class _Instance:
         self.infer = self.lib.lumamba_infer
         self.infer.restype = ctypes.c_int
         self.infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.infer_counts = self.lib.lumamba_infer_counts
+        self.infer_counts.restype = ctypes.c_int
+        self.infer_counts.argtypes = [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p]
         self.status_name = self.lib.lumamba_status_name
         self.status_name.restype = ctypes.c_char_p
         self.status_name.argtypes = [ctypes.c_int]
@@ -136,6 +144,16 @@ class HostCModel:
         out = logits if logits is not None else np.empty(self.n_classes, np.float32)
         return self._instances[instance].infer(window.ctypes.data_as(ctypes.c_void_p),
                                                out.ctypes.data_as(ctypes.c_void_p))
+
+    def infer_counts(self, counts: np.ndarray, uv_per_count: float, logits: np.ndarray | None = None,
+                     instance: int = 0) -> int:
+        """Raw `lumamba_infer_counts` on one int16 window (C, T) of ADC counts into `logits`."""
+        counts = np.ascontiguousarray(counts, dtype=np.int16)
+        if counts.shape != (self.n_channels, self.n_samples):
+            raise ValueError(f"counts must have shape ({self.n_channels}, {self.n_samples}), got {counts.shape}")
+        out = logits if logits is not None else np.empty(self.n_classes, np.float32)
+        return self._instances[instance].infer_counts(counts.ctypes.data_as(ctypes.c_void_p), float(uv_per_count),
+                                                      out.ctypes.data_as(ctypes.c_void_p))
 
     def __call__(self, x) -> np.ndarray:
         """Logits (B, n_classes) of float32 windows x (B, C, T)."""

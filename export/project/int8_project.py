@@ -9,7 +9,10 @@ The float path's project layout, driver and build are reused unchanged (`firmwar
 - the graphs' ports stay float32 buffers (quantise/dequantise happen inside the graphs), so the
   driver's arena and schedule are the float path's.
 - the kernels call the bit-exact transcendentals of `firmware/runtime/lumamba_fmath.c`, a
-  runtime source of every build (firmware/project.mk, host_c_runner).
+  runtime source of every build (firmware/project.mk, host_c_runner), and every qlinear calls the
+  int8 GEMM micro-kernel of the board (`firmware/kernels/`, the board profile's `int8_gemm`), with
+  its weights in that kernel's layout; the kernels of the other forms build everywhere too (portable
+  fallbacks), so the same sources still run on every board.
 - the quantised directory is copied into the project (`INT8_DIR`), so verification can run the
   golden model the C must match bit for bit.
 """
@@ -30,9 +33,11 @@ INT8_DIR = "int8"                  # the quantised model's copy inside a project
 
 
 def compile_int8_model(quant_dir: str | Path, onnx_dir: str | Path,
-                       progress: Callable[[str], None] | None = None) -> CompiledModel:
+                       progress: Callable[[str], None] | None = None,
+                       gemm_form: str | None = None) -> CompiledModel:
     """Compile every integer graph of `quant_dir` to C. `onnx_dir` is the float export the
-    quantised model came from (copied into the project as the float path does)."""
+    quantised model came from (copied into the project as the float path does). `gemm_form`: the
+    int8 micro-kernel every qlinear calls (the board's `int8_gemm`; None: TVM's loop nests)."""
     from lumamba.quant import load_golden
 
     golden = load_golden(quant_dir)   # the graphs compiled are exactly those the golden model runs
@@ -44,7 +49,7 @@ def compile_int8_model(quant_dir: str | Path, onnx_dir: str | Path,
             raise ValueError(f"graphs {g.name!r} and another one both map to the C name {cname!r}")
         if progress is not None:
             progress(f"  compiling {cname} (int8)")
-        cgraph = compile_qgraph(golden.executors[g.name].graph, cname)
+        cgraph = compile_qgraph(golden.executors[g.name].graph, cname, gemm_form)
         compiled.cgraphs[cname] = cgraph
         compiled.calls[g.name] = GraphCall(cname, cgraph)
         compiled.weights[g.name] = []

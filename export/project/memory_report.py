@@ -16,7 +16,12 @@ counter) is added on top: its handler's frame plus CORTEX_M_EXCEPTION_FRAME. Rec
 of dynamic size and indirect calls make the bound unknown; the report lists them.
 
 The test windows live in flash only for the test application, so the fit uses the flash image
-without them ("deployable").
+without them ("deployable"). RAM, on the other hand, counts the window a deployment must hold:
+the int16 ADC counts lumamba_infer_counts() normalises (LUMAMBA_N_CHANNELS x LUMAMBA_N_SAMPLES x 2
+bytes). A generated model keeps them in lumamba_counts_buffer(), the upper half of the arena's
+float input block, so they are inside model_static and cost nothing on top ("in_arena"); for a
+model without that buffer the firmware needs its own, which is added to the total.
+The streaming demo also keeps a ring buffer of window + hop instants (firmware/app/demo_main.c).
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ UNANALYSED_CALL_STACK = 128
 # Cortex-M exception entry with the FPU context stacked: 8 core + 18 FP words.
 CORTEX_M_EXCEPTION_FRAME = 104
 COUNTER_ISR = "arm_systick_isr"
-MODEL_ENTRY_POINTS = ("lumamba_init", "lumamba_infer")
+MODEL_ENTRY_POINTS = ("lumamba_init", "lumamba_infer", "lumamba_infer_counts")
 TEST_WINDOWS_SYMBOL = "lumamba_test_windows"
 
 
@@ -192,7 +197,7 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
 
     Returns a dict with "board", "target" (real chip name or None), "flash" (weights,
     model_code, test_vectors, runtime_and_libc, total, deployable, limit, fits), "ram"
-    (model_static, other_static, stack, total, limit, fits), "stack" (see stack_bound) and
+    (model_static, other_static, stack, input_window, total, limit, fits), "stack" (see stack_bound) and
     "emulator" (flash and RAM sizes of the QEMU machine, or None). Sizes are in bytes;
     limit and fits are None for boards without a real chip (host).
     """
@@ -204,6 +209,8 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
     def in_region(s: _Section, region) -> bool:
         return region.origin <= s.addr < region.origin + region.size
 
+    external = board.emulator.external_flash if board.emulator is not None else None
+    external_sections = [s for s in sections if external is not None and in_region(s, external)]
     if board.emulator is not None:
         ram_sections = [s for s in sections if in_region(s, board.emulator.ram) and s.name != ".stack"]
         flash_sections = [s for s in sections if in_region(s, board.emulator.flash)]
@@ -221,11 +228,15 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
     model_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/[^/]+\.o$")
     flash_names = {s.name for s in flash_sections + loaded}
     ram_names = {s.name for s in ram_sections}
+    external_names = {s.name for s in external_sections}
     weights = model_code = model_static = test_vectors = 0
+    external_arrays: list[str] = []
     for sec in _map_input_sections(build_dir / "lumamba.map"):
         if model_obj.match(sec.obj) and Path(sec.obj).name.startswith("weights"):
             weights += sec.size if sec.output in flash_names else 0
             model_static += sec.size if sec.output in ram_names else 0
+            if sec.output in external_names and sec.size:
+                external_arrays.append(sec.name)
         elif model_obj.match(sec.obj):
             model_code += sec.size if sec.output in flash_names else 0
             model_static += sec.size if sec.output in ram_names else 0
@@ -234,9 +245,12 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
 
     stack = stack_bound(build_dir)
     arena = model_h_defines(project_dir / "model.h") if (project_dir / "model.h").is_file() else {}
+    input_window = input_window_bytes(arena)
+    model_h = (project_dir / "model.h").read_text(encoding="utf-8") if (project_dir / "model.h").is_file() else ""
+    in_arena = "#define LUMAMBA_COUNTS_BUFFER_BYTES" in model_h    # lumamba_counts_buffer() exists
     target = board.target
     deployable = flash_total - test_vectors
-    ram_total = ram_static + stack["bytes"]
+    ram_total = ram_static + stack["bytes"] + (0 if in_arena else input_window)
     return {
         "board": board.name,
         "target": target.name if target else None,
@@ -246,14 +260,40 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
                   "limit": target.flash_bytes if target else None,
                   "fits": deployable <= target.flash_bytes if target else None},
         "ram": {"model_static": model_static, "other_static": ram_static - model_static,
-                "stack": stack["bytes"], "total": ram_total,
+                "stack": stack["bytes"], "input_window": input_window, "input_window_in_arena": in_arena,
+                "total": ram_total,
                 "arena": arena.get("ARENA_BYTES"), "arena_lower_bound": arena.get("ARENA_LOWER_BOUND_BYTES"),
                 "limit": target.ram_bytes if target else None,
                 "fits": ram_total <= target.ram_bytes if target else None},
+        "external_flash": _external_report(target, external_sections, external_arrays),
         "stack": stack,
         "emulator": ({"flash_size": board.emulator.flash.size, "ram_size": board.emulator.ram.size}
                      if board.emulator else None),
     }
+
+
+def _external_report(target, sections: list[_Section], arrays: list[str]) -> dict | None:
+    # The external flash region: None where the target has none.
+    if target is None or target.external_flash is None:
+        return None
+    used = sum(s.size for s in sections)
+    return {"part": target.external_flash.part, "weights": used, "arrays": arrays,
+            "limit": target.external_flash.bytes, "fits": used <= target.external_flash.bytes}
+
+
+def weight_sections(elf: str | Path, project_dir: str | Path) -> list[tuple[str, int]]:
+    """(input section, size) of every linked section of the project's weights objects."""
+    elf, project_dir = Path(elf), Path(project_dir)
+    rel_build = elf.parent.resolve().relative_to(project_dir.resolve()).as_posix()
+    weights_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/weights[^/]*\.o$")
+    return [(sec.name, sec.size) for sec in _map_input_sections(elf.parent / "lumamba.map")
+            if weights_obj.match(sec.obj)]
+
+
+def input_window_bytes(defines: dict[str, int]) -> int:
+    """RAM of the int16 window the firmware owns (N_CHANNELS x N_SAMPLES counts of model.h);
+    0 when model.h does not say."""
+    return 2 * defines.get("N_CHANNELS", 0) * defines.get("N_SAMPLES", 0)
 
 
 def _needed(d: dict) -> dict[str, int]:
@@ -277,8 +317,18 @@ def format_report(d: dict) -> str:
     lines = [f"Memory report, board {d['board']}" + (f" (real chip: {d['target']})" if d["target"] else ""),
              "Flash:"]
     lines += [row(k, flash[k]) for k in ("weights", "model_code", "runtime_and_libc", "test_vectors", "total")]
-    lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash"), "RAM:"]
-    lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack", "total")]
+    lines += [row("deployable (no test data)", flash["deployable"]), verdict("flash")]
+    ext = d.get("external_flash")
+    if ext is not None and ext["weights"]:
+        lines += [f"External flash ({ext['part']}):", row(f"weights ({len(ext['arrays'])} arrays)", ext["weights"]),
+                  f"  {'limit':<28}{ext['limit']:>14,} B  "
+                  + ("fits" if ext["fits"] else f"DOES NOT FIT, over by {ext['weights'] - ext['limit']:,} B")]
+    lines += ["RAM:"]
+    lines += [row(k, ram[k]) for k in ("model_static", "other_static", "stack")]
+    window = row("input window (int16 counts)", ram.get("input_window", 0))
+    if ram.get("input_window_in_arena"):
+        window += "  in the arena (lumamba_counts_buffer), inside model_static"
+    lines += [window, row("total", ram["total"])]
     lines += [verdict("ram")]
     if ram.get("arena") is not None and ram.get("arena_lower_bound"):
         lines.append(f"  arena {ram['arena']:,} B planned; lower bound for this schedule {ram['arena_lower_bound']:,} B "
@@ -301,6 +351,10 @@ def check_fits(d: dict) -> None:
         if limit is not None and needed > limit:
             problems.append(f"{part if part == 'flash' else 'RAM'} needs {needed:,} bytes but has "
                             f"{limit:,} (over by {needed - limit:,} bytes)")
+    ext = d.get("external_flash")
+    if ext is not None and not ext["fits"]:
+        problems.append(f"external flash ({ext['part']}) needs {ext['weights']:,} bytes but has {ext['limit']:,} "
+                        f"(over by {ext['weights'] - ext['limit']:,} bytes)")
     if d["stack"]["unbounded"] and d["ram"]["limit"] is not None:
         problems.append("stack depth unknown: " + "; ".join(d["stack"]["unbounded"]))
     if problems:

@@ -5,9 +5,19 @@ compiled graph (`<graph>_run()`, from `lumamba.export.codegen`) per step:
 
     int lumamba_init(void);                                   aligns the static arena
     int lumamba_infer(const float *window, float *logits);    LUMAMBA_OK or an error code
+    int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits);
+
+    int16_t *lumamba_counts_buffer(void);                     where the firmware puts its window
+
+lumamba_infer() takes the model's input, a window already normalised as the model was trained;
+lumamba_infer_counts() takes int16 ADC counts and normalises them on the device by the manifest's
+`preprocess` method (firmware/runtime/lumamba_normalise.c) into the arena's input block, then runs
+the same schedule. The counts may be anywhere; lumamba_counts_buffer() is the upper half of that
+input block, where they cost no RAM of their own: the normalisation runs in place there.
 
 Memory is one static arena. Every buffer of the manifest (except the caller's input window and
 logits) and every graph's scratch is a block at an offset fixed here, with a lifetime in stages;
+the input block of lumamba_infer_counts() lives as long as the input buffer is read;
 blocks alive in the same stage never share bytes (`lumamba.export.codegen.arena`, the planner the
 compiled graphs' own arenas use too).
 A buffer a stage both reads and writes whole (recurrent state) is double-buffered: the step reads
@@ -31,6 +41,10 @@ from ..codegen.lower import c_type
 from ..onnx.manifest import Binding, Manifest, Stage
 
 GENERATOR = "lumamba.export.project.model_driver"
+COUNTS_INPUT = "counts_window"   # arena block lumamba_infer_counts() normalises the counts into
+# model.h's name of each lumamba.normalise method (lumamba_normalise.h defines their values)
+NORMALISATION_DEFINES = {"zscore": "LUMAMBA_NORM_ZSCORE", "robust": "LUMAMBA_NORM_ROBUST",
+                         "fixed": "LUMAMBA_NORM_FIXED"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,10 @@ def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPla
         if buf.name in doubled:
             wanted.append((_buffer_ident(buf.name) + "_next", nbytes, first[buf.name], last[buf.name],
                            what + ", second copy"))
+    window = manifest.buffer(manifest.input_buffer)
+    if window.name in first:
+        wanted.append((COUNTS_INPUT, _nbytes(window.shape), first[window.name], last[window.name],
+                       f"{window.name} float32{list(window.shape)} normalised from int16 counts (lumamba_infer_counts)"))
     for i, stage in enumerate(manifest.schedule):
         call = calls[stage.graph]
         if call.cgraph.arena_bytes:
@@ -312,6 +330,9 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         "#ifndef LUMAMBA_MODEL_H",
         "#define LUMAMBA_MODEL_H",
         "",
+        "#include <stdint.h>",
+        "",
+        '#include "lumamba_normalise.h"',
         '#include "lumamba_runtime.h"',
         "",
         "#ifdef __cplusplus",
@@ -327,7 +348,12 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         f"#define LUMAMBA_N_PATCHES {manifest.n_patches}",
         f"#define LUMAMBA_N_CLASSES {manifest.n_classes}",
         "",
-        "/* Static RAM the model reserves for activations, recurrent state and scratch. */",
+        "/* How the model's input windows were normalised in training (manifest.json \"preprocess\"):",
+        f" * {_preprocess_text(manifest)}; lumamba_infer_counts() applies it on the device. */",
+        f"#define LUMAMBA_NORMALISATION {NORMALISATION_DEFINES[manifest.preprocess['normalisation']]}",
+        "",
+        "/* Static RAM the model reserves for activations, recurrent state and scratch (the input",
+        " * block of lumamba_infer_counts() included). */",
         f"#define LUMAMBA_ARENA_BYTES {plan.total}u",
         "/* The most bytes this schedule has alive at once: no arena can be smaller. */",
         f"#define LUMAMBA_ARENA_LOWER_BOUND_BYTES {plan.lower_bound}u",
@@ -341,6 +367,21 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         " * window is finite but so extreme that a logit overflowed; logits undefined) or",
         " * LUMAMBA_ERR_INTERNAL. Never LUMAMBA_OK with a non-finite logit. */",
         "int lumamba_infer(const float *window, float *logits);",
+        "",
+        "/* The same on a window of int16 ADC counts the firmware owns: LUMAMBA_N_CHANNELS rows of",
+        " * LUMAMBA_N_SAMPLES counts, channel order as above; a count is uv_per_count microvolts",
+        " * (the board profile's adc.uv_per_count, LUMAMBA_ADC_UV_PER_COUNT in a board build).",
+        " * Normalises it by LUMAMBA_NORMALISATION into the arena, then runs the model. Returns as",
+        " * lumamba_infer(), or LUMAMBA_ERR_BAD_ARGUMENT when uv_per_count is not a positive finite",
+        " * number. */",
+        "int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits);",
+        "",
+        "/* Room for one int16 window (LUMAMBA_COUNTS_BUFFER_BYTES) inside the arena, the upper half of",
+        " * the float input block lumamba_infer_counts() normalises into (in place, so the window costs",
+        " * no RAM of its own). Fill it, then call lumamba_infer_counts(lumamba_counts_buffer(), ...);",
+        " * an inference overwrites it. NULL before lumamba_init(). */",
+        "#define LUMAMBA_COUNTS_BUFFER_BYTES (2u * LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES)",
+        "int16_t *lumamba_counts_buffer(void);",
         "",
         "#ifdef __cplusplus",
         "}",
@@ -402,29 +443,17 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
         "    return LUMAMBA_OK;",
         "}",
         "",
-        "int lumamba_infer(const float *window, float *logits)",
+        "/* The schedule on a finite window (the entry points check their arguments). */",
+        "static int run_model(const float *window, float *logits)",
         "{",
         "    uint8_t *const arena = lumamba_arena;",
     ]
     for b in plan.blocks:
-        if not b.name.startswith("scratch_"):
+        if not b.name.startswith("scratch_") and b.name != COUNTS_INPUT:
             lines.append(f"    float *{b.name} = (float *)(arena + {b.offset}u);")
     if has_loop:
         lines += ["    size_t step;", "    size_t t;"]
-    lines += [
-        "    int status;",
-        "",
-        "    if (arena == NULL) {",
-        "        return LUMAMBA_ERR_NOT_INITIALISED;",
-        "    }",
-        "    if (logits == NULL) {",
-        "        return LUMAMBA_ERR_NULL_POINTER;",
-        "    }",
-        "    status = lumamba_check_finite(window, (size_t)LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES);",
-        "    if (status != LUMAMBA_OK) {",
-        "        return status;",
-        "    }",
-    ]
+    lines += [""]
     for name in plan.zero_at_start:
         lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(manifest.buffer(name).shape)}u);"
                      "  /* read before written */")
@@ -440,5 +469,64 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
         "    return LUMAMBA_OK;",
         "}",
         "",
+        *_entry_points(plan),
     ]
     return "\n".join(lines)
+
+
+def _preprocess_text(manifest: Manifest) -> str:
+    """The normalisation in words, for model.h."""
+    return {"zscore": "per channel (x - mean) / (unbiased std + 1e-8)",
+            "robust": "per channel (x - median) / (IQR / 1.349 + 1e-8)",
+            "fixed": "x / 50 microvolts"}[manifest.preprocess["normalisation"]]
+
+
+def _entry_points(plan: MemoryPlan) -> list[str]:
+    """lumamba_infer() and lumamba_infer_counts(): argument checks, then run_model()."""
+    counts_offset = plan.block(COUNTS_INPUT).offset
+    return [
+        "int lumamba_infer(const float *window, float *logits)",
+        "{",
+        "    int status;",
+        "    if (lumamba_arena == NULL) {",
+        "        return LUMAMBA_ERR_NOT_INITIALISED;",
+        "    }",
+        "    if (logits == NULL) {",
+        "        return LUMAMBA_ERR_NULL_POINTER;",
+        "    }",
+        "    status = lumamba_check_finite(window, (size_t)LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES);",
+        "    if (status != LUMAMBA_OK) {",
+        "        return status;",
+        "    }",
+        "    return run_model(window, logits);",
+        "}",
+        "",
+        "int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits)",
+        "{",
+        "    float *window;",
+        "    int status;",
+        "    if (lumamba_arena == NULL) {",
+        "        return LUMAMBA_ERR_NOT_INITIALISED;",
+        "    }",
+        "    if (counts == NULL || logits == NULL) {",
+        "        return LUMAMBA_ERR_NULL_POINTER;",
+        "    }",
+        f"    window = (float *)(lumamba_arena + {counts_offset}u);  /* {COUNTS_INPUT} */",
+        "    status = lumamba_normalise_window_s16(counts, LUMAMBA_N_CHANNELS, LUMAMBA_N_SAMPLES, uv_per_count,",
+        "                                          LUMAMBA_NORMALISATION, window);",
+        "    if (status != LUMAMBA_OK) {",
+        "        return status;",
+        "    }",
+        "    /* the float entry's checks too: a huge uv_per_count could overflow a sample */",
+        "    return lumamba_infer(window, logits);",
+        "}",
+        "",
+        "int16_t *lumamba_counts_buffer(void)",
+        "{",
+        "    if (lumamba_arena == NULL) {",
+        "        return NULL;",
+        "    }",
+        f"    return (int16_t *)(lumamba_arena + {counts_offset}u + LUMAMBA_COUNTS_BUFFER_BYTES);",
+        "}",
+        "",
+    ]

@@ -3,15 +3,19 @@
  *
  * int16 ADC counts arrive as frames (lumamba_stream.h) over the board's input (demo_io.h: the
  * UART on the emulated boards), go into a ring buffer of the latest instants, and every
- * LUMAMBA_STREAM_HOP instants the model runs on the latest LUMAMBA_N_SAMPLES of them: counts
- * times LUMAMBA_ADC_UV_PER_COUNT are microvolts, z-scored per channel on the device (the
- * filtering, resampling to LUMAMBA_STREAM_SFREQ and the montage happen before the samples are
- * sent: in the analogue front end on a wearable, on the host for lumamba-stream).
+ * LUMAMBA_STREAM_HOP instants the window of the latest LUMAMBA_N_SAMPLES of them is copied, still
+ * int16 counts, into lumamba_counts_buffer() (inside the model's arena: the window costs no RAM of
+ * its own), and lumamba_infer_counts() runs the model on it: counts times LUMAMBA_ADC_UV_PER_COUNT are microvolts, normalised on the device exactly
+ * as the model was trained (model.h's LUMAMBA_NORMALISATION: per-window z-score, robust or
+ * fixed scale). The filtering, resampling to LUMAMBA_STREAM_SFREQ and the montage happen before
+ * the samples are sent: in the analogue front end on a wearable, on the host for lumamba-stream.
  *
  * Build-time settings (make demo-app DEMO_DEFINES="-D...=..."):
  *   LUMAMBA_STREAM_SFREQ          sampling rate in Hz (default 256, the model's)
  *   LUMAMBA_STREAM_HOP            instants between decisions (default one second)
- *   LUMAMBA_ADC_UV_PER_COUNT      microvolts per ADC count (default 0.1f: +-3276.7 uV)
+ *   LUMAMBA_ADC_UV_PER_COUNT      microvolts per ADC count: the board profile's adc.uv_per_count,
+ *                                 which the project's make files pass (required; no default, so
+ *                                 that a build never assumes a scale its front end does not have)
  *   LUMAMBA_STREAM_RING_INSTANTS  ring capacity (default window + hop: the model may take up to
  *                                 two hops per window before an instant is overwritten)
  *
@@ -20,7 +24,7 @@
  *   STREAM channels= window= hop= sfreq= classes= uv_per_count=<float32 hex> ring=
  *   DECISION window=<k> start=<first instant> class=<argmax> logits=<hex>,<hex>,...
  *            insns=<n> (cycles= on Cortex-M silicon) overruns=<n> frame_errors=<n> lost_frames=<n>
- *            [status=<name> instead of class/logits when lumamba_infer() failed]
+ *            [status=<name> instead of class/logits when lumamba_infer_counts() failed]
  *   FRAMEERR kind=crc|header count=<n>        a frame was discarded
  *   FRAMEGAP seq=<first lost> frames=<n> filled=<instants>   frames never arrived; filled by
  *                                             sample-and-hold so that time stays aligned
@@ -44,7 +48,7 @@
 #define LUMAMBA_STREAM_HOP LUMAMBA_STREAM_SFREQ
 #endif
 #ifndef LUMAMBA_ADC_UV_PER_COUNT
-#define LUMAMBA_ADC_UV_PER_COUNT 0.1f
+#error "define LUMAMBA_ADC_UV_PER_COUNT (microvolts per int16 count): the board profile's adc.uv_per_count, which firmware/boards/<board>.mk and chips/<chip>.mk pass"
 #endif
 #ifndef LUMAMBA_STREAM_RING_INSTANTS
 #define LUMAMBA_STREAM_RING_INSTANTS (LUMAMBA_N_SAMPLES + LUMAMBA_STREAM_HOP)
@@ -61,7 +65,6 @@ typedef char lumamba_check_channels_fit_frames[(LUMAMBA_N_CHANNELS <= LUMAMBA_ST
 #endif
 
 static int16_t s_ring_storage[(size_t)LUMAMBA_STREAM_RING_INSTANTS * LUMAMBA_N_CHANNELS];
-static float s_window[(size_t)LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES];
 static float s_logits[LUMAMBA_N_CLASSES];
 static int16_t s_adc[LUMAMBA_STREAM_MAX_INSTANTS * LUMAMBA_N_CHANNELS];
 static lumamba_ring_t s_ring;
@@ -150,7 +153,7 @@ int main(void)
         if (!ended) {
             ended = poll_input();
         }
-        cut = lumamba_ring_window(&s_ring, next_start, LUMAMBA_N_SAMPLES, LUMAMBA_ADC_UV_PER_COUNT, s_window);
+        cut = lumamba_ring_window(&s_ring, next_start, LUMAMBA_N_SAMPLES, lumamba_counts_buffer());
         if (cut == LUMAMBA_STREAM_OVERWRITTEN) {
             /* The model fell behind by more than the ring's slack: skip to the newest window
              * that is still whole, and say how many were lost. */
@@ -175,7 +178,7 @@ int main(void)
             uint64_t count;
             unsigned c;
             lumamba_counter_start();
-            status = lumamba_infer(s_window, s_logits);
+            status = lumamba_infer_counts(lumamba_counts_buffer(), LUMAMBA_ADC_UV_PER_COUNT, s_logits);
             count = lumamba_counter_read();
             printf("DECISION window=%lu start=%lu", index, (unsigned long)next_start);
             if (status == LUMAMBA_OK) {

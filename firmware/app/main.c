@@ -1,8 +1,12 @@
 /*
  * Test application: runs the generated model on the windows of test_vectors.h and prints
- * the results in a line format that lumamba.export.qemu parses:
+ * the results in a line format that lumamba.export.qemu parses. The float32 windows go through
+ * lumamba_infer(); then the int16 count windows (windows LUMAMBA_N_TEST_WINDOWS, ...) through
+ * lumamba_infer_counts(), as firmware that owns its ADC samples calls it: copied into
+ * lumamba_counts_buffer() (where an ADC driver or DMA would put them) and normalised there in
+ * place, with the board profile's LUMAMBA_ADC_UV_PER_COUNT.
  *
- *   LUMAMBA <n_windows> <n_classes>     header
+ *   LUMAMBA <n_windows> <n_classes>     header (float and count windows together)
  *   LOGITS <window> <hex> ... <hex>     one IEEE-754 bit pattern per logit, so the host can
  *                                       compare exactly
  *   STATUS <window> <code> <name>       instead of LOGITS when lumamba_infer() failed
@@ -19,6 +23,10 @@
 #include "lumamba_runtime.h"
 #include "model.h"
 #include "test_vectors.h"
+
+#if LUMAMBA_N_TEST_COUNT_WINDOWS > 0 && !defined(LUMAMBA_ADC_UV_PER_COUNT)
+#error "define LUMAMBA_ADC_UV_PER_COUNT (microvolts per int16 count): the board profile's adc.uv_per_count, which firmware/boards/<board>.mk passes"
+#endif
 
 static float logits[LUMAMBA_N_CLASSES];
 
@@ -39,13 +47,28 @@ static void print_logits(unsigned window)
     printf("\n");
 }
 
+/* Print one window's result; returns its status. */
+static int report(unsigned window, int status, uint64_t insns)
+{
+    if (status == LUMAMBA_OK) {
+        print_logits(window);
+    } else {
+        printf("STATUS %u %d %s\n", window, status, lumamba_status_name(status));
+    }
+    if (LUMAMBA_HAVE_COUNTER) {
+        printf("INSNS %u %llu\n", window, (unsigned long long)insns);
+    }
+    return status;
+}
+
 int main(void)
 {
     int first_error = LUMAMBA_OK;
     unsigned w;
     int status;
 
-    printf("LUMAMBA %u %u\n", (unsigned)LUMAMBA_N_TEST_WINDOWS, (unsigned)LUMAMBA_N_CLASSES);
+    printf("LUMAMBA %u %u\n", (unsigned)(LUMAMBA_N_TEST_WINDOWS + LUMAMBA_N_TEST_COUNT_WINDOWS),
+           (unsigned)LUMAMBA_N_CLASSES);
     status = lumamba_init();
     if (status != LUMAMBA_OK) {
         printf("INIT %d %s\nDONE %d\n", status, lumamba_status_name(status), status);
@@ -56,18 +79,23 @@ int main(void)
         lumamba_counter_start();
         status = lumamba_infer(lumamba_test_windows[w], logits);
         insns = lumamba_counter_read();
-        if (status == LUMAMBA_OK) {
-            print_logits(w);
-        } else {
-            printf("STATUS %u %d %s\n", w, status, lumamba_status_name(status));
-            if (first_error == LUMAMBA_OK) {
-                first_error = status;
-            }
-        }
-        if (LUMAMBA_HAVE_COUNTER) {
-            printf("INSNS %u %llu\n", w, (unsigned long long)insns);
+        if (report(w, status, insns) != LUMAMBA_OK && first_error == LUMAMBA_OK) {
+            first_error = status;
         }
     }
+#if LUMAMBA_N_TEST_COUNT_WINDOWS > 0
+    for (w = 0; w < LUMAMBA_N_TEST_COUNT_WINDOWS; ++w) {
+        uint64_t insns;
+        int16_t *counts = lumamba_counts_buffer();
+        memcpy(counts, lumamba_test_windows_counts[w], LUMAMBA_COUNTS_BUFFER_BYTES);
+        lumamba_counter_start();
+        status = lumamba_infer_counts(counts, LUMAMBA_ADC_UV_PER_COUNT, logits);
+        insns = lumamba_counter_read();
+        if (report(LUMAMBA_N_TEST_WINDOWS + w, status, insns) != LUMAMBA_OK && first_error == LUMAMBA_OK) {
+            first_error = status;
+        }
+    }
+#endif
     printf("DONE %d\n", first_error);
     return first_error;
 }

@@ -3,3 +3,5 @@
 CHIP_BOARD := cortex-m55
 PYOCD_TARGET := 
 PROBE_NAME := Alif's Secure Enclave tools (SETOOLS app-write-mram over the board's USB/UART), or a J-Link; pyOCD has no Ensemble target
+# The EEG front end's scale (chips/alif-e7-m55.json "adc"): LUMAMBA_ADC_UV_PER_COUNT of the chip build.
+CHIP_ADC_UV_PER_COUNT := 0.08940696716308594f

@@ -3,3 +3,5 @@
 CHIP_BOARD := cortex-m4f
 PYOCD_TARGET := nrf52840
 PROBE_NAME := the nRF52840 DK's on-board interface MCU (J-Link OB: pyOCD needs pylink-square) or any CMSIS-DAP probe on its SWD header
+# The EEG front end's scale (chips/nrf52840.json "adc"): LUMAMBA_ADC_UV_PER_COUNT of the chip build.
+CHIP_ADC_UV_PER_COUNT := 0.08940696716308594f

@@ -3,3 +3,5 @@
 CHIP_BOARD := cortex-m4f
 PYOCD_TARGET := stm32f407vg
 PROBE_NAME := the STM32F4DISCOVERY's on-board ST-LINK/V2 (pyOCD supports it; install the target pack once with: pyocd pack install stm32f407vg)
+# The EEG front end's scale (chips/stm32f407vg.json "adc"): LUMAMBA_ADC_UV_PER_COUNT of the chip build.
+CHIP_ADC_UV_PER_COUNT := 0.08940696716308594f

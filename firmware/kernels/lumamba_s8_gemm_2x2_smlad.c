@@ -14,15 +14,16 @@
  * order. The layout is chosen when the weights are generated; they stay int8 in flash. The last
  * k % 4 products use the int8 values directly.
  */
+#include "lumamba_kernels.h"
+
+/* Without the DSP extension (host, RV32) lumamba_s8_gemm_fallback_c.c defines this function, so
+ * that a project generated for a Cortex-M4 builds and gives the same integers on every board. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP == 1
+
 #include <arm_acle.h>
 #include <string.h>
 
-#include "lumamba_kernels.h"
 #include "lumamba_requant.h"
-
-#if !defined(__ARM_FEATURE_DSP) || __ARM_FEATURE_DSP != 1
-#error "lumamba_s8_gemm_2x2_smlad needs the Arm DSP extension (-mcpu=cortex-m4, cortex-m33, cortex-m55, ...)"
-#endif
 
 /* A 32-bit load from any address (unaligned LDR is allowed on Armv7E-M and Armv8-M Mainline). */
 static inline int32_t load_s32(const int8_t *p)
@@ -263,3 +264,5 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
         }
     }
 }
+
+#endif /* __ARM_FEATURE_DSP */

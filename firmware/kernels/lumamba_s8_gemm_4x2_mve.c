@@ -5,14 +5,16 @@
  * 8 VMLADAVA for 128 MACs. Weights stay in natural (N, K) int8 layout. The k % 16 tail uses a
  * tail predicate (VCTP): inactive lanes load as zero and are not read from memory.
  */
+#include "lumamba_kernels.h"
+
+/* Without integer Helium (Cortex-M4F, host, RV32) lumamba_s8_gemm_fallback_c.c defines this
+ * function, so that a project generated for a Cortex-M55 builds and gives the same integers on
+ * every board. */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+
 #include <arm_mve.h>
 
-#include "lumamba_kernels.h"
 #include "lumamba_requant.h"
-
-#if !defined(__ARM_FEATURE_MVE) || (__ARM_FEATURE_MVE & 1) == 0
-#error "lumamba_s8_gemm_4x2_mve needs integer Helium (MVE): -mcpu=cortex-m55 or -march=armv8.1-m.main+mve"
-#endif
 
 static int32_t dot_1x1(const int8_t *x, const int8_t *w, int32_t k)
 {
@@ -98,3 +100,5 @@ void lumamba_s8_gemm_4x2_mve(const int8_t *x, const int8_t *w, const int32_t *bi
         }
     }
 }
+
+#endif /* __ARM_FEATURE_MVE */

@@ -12,6 +12,7 @@ const char *lumamba_status_name(int status)
     case LUMAMBA_ERR_NULL_POINTER: return "NULL_POINTER";
     case LUMAMBA_ERR_INTERNAL: return "INTERNAL";
     case LUMAMBA_ERR_NONFINITE_OUTPUT: return "NONFINITE_OUTPUT";
+    case LUMAMBA_ERR_BAD_ARGUMENT: return "BAD_ARGUMENT";
     default: return "UNKNOWN";
     }
 }

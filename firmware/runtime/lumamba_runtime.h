@@ -21,6 +21,7 @@ extern "C" {
 #define LUMAMBA_ERR_NULL_POINTER 3    /* a required pointer argument is NULL */
 #define LUMAMBA_ERR_INTERNAL 4        /* a static buffer bound was exceeded (a code-generator bug) */
 #define LUMAMBA_ERR_NONFINITE_OUTPUT 5 /* finite input, but a logit overflowed to infinity or NaN */
+#define LUMAMBA_ERR_BAD_ARGUMENT 6     /* a scale that is not a positive finite number, or an unknown method */
 
 /* Short upper-case name of a status code ("OK", "NONFINITE_INPUT", ...); "UNKNOWN" otherwise. */
 const char *lumamba_status_name(int status);

@@ -3,7 +3,6 @@
  */
 #include "lumamba_stream.h"
 
-#include <math.h>
 #include <string.h>
 
 uint16_t lumamba_crc16_ccitt(const uint8_t *data, size_t n, uint16_t crc)
@@ -42,8 +41,7 @@ static int16_t ring_at(const lumamba_ring_t *ring, uint32_t instant, uint16_t ch
     return ring->samples[(size_t)(instant % ring->capacity) * ring->n_channels + channel];
 }
 
-int lumamba_ring_window(const lumamba_ring_t *ring, uint32_t start, uint32_t length, float scale_uv,
-                        float *out)
+int lumamba_ring_window(const lumamba_ring_t *ring, uint32_t start, uint32_t length, int16_t *out)
 {
     uint32_t written = ring->written;
     uint16_t ch;
@@ -58,23 +56,9 @@ int lumamba_ring_window(const lumamba_ring_t *ring, uint32_t start, uint32_t len
         return LUMAMBA_STREAM_OVERWRITTEN;
     }
     for (ch = 0; ch < ring->n_channels; ++ch) {
-        float *row = out + (size_t)ch * length;
-        int64_t s1 = 0;
-        int64_t s2 = 0;
-        float mean;
-        float var;
-        float den;
+        int16_t *row = out + (size_t)ch * length;
         for (t = 0; t < length; ++t) {
-            int32_t c = ring_at(ring, start + t, ch);
-            s1 += c;
-            s2 += (int64_t)c * c;
-        }
-        mean = (float)s1 / (float)length;
-        var = (float)((int64_t)length * s2 - s1 * s1) / (float)((int64_t)length * (int64_t)(length - 1u));
-        den = sqrtf(var) * scale_uv + 1e-8f;
-        for (t = 0; t < length; ++t) {
-            float centred = (float)ring_at(ring, start + t, ch) - mean;
-            row[t] = (centred * scale_uv) / den;
+            row[t] = ring_at(ring, start + t, ch);
         }
     }
     /* A producer running concurrently (an ISR) may have overwritten the start while we copied. */

@@ -76,21 +76,12 @@ void lumamba_ring_push(lumamba_ring_t *ring, const int16_t *instant);
 #define LUMAMBA_STREAM_OVERWRITTEN 2  /* its first instant was overwritten (consumer too slow) */
 
 /*
- * Cut the window of `length` instants starting at instant `start` (counted since init) into
- * `out`, channel-major (n_channels rows of `length` floats, the layout lumamba_infer() takes),
- * z-scored per channel exactly as lumamba.stream.reference.device_zscore does on the host:
- *
- *   s1 = sum(c), s2 = sum(c*c)                      int64, exact
- *   mean = (float)s1 / (float)length                float32
- *   var = (float)(length*s2 - s1*s1) / (float)(length*(length-1))
- *   den = sqrtf(var) * scale_uv + 1e-8f             std in microvolts + eps (as in training)
- *   out = (((float)c - mean) * scale_uv) / den      every step rounded to float32
- *
- * i.e. (x - mean) / (unbiased std + 1e-8) of x = c * scale_uv microvolts. Returns
+ * Copy the window of `length` instants starting at instant `start` (counted since init) into
+ * `out`, channel-major (n_channels rows of `length` int16 counts: the layout
+ * lumamba_infer_counts() takes, which normalises it as the model was trained). Returns
  * LUMAMBA_STREAM_OK, NOT_READY or OVERWRITTEN (then `out` is not to be used).
  */
-int lumamba_ring_window(const lumamba_ring_t *ring, uint32_t start, uint32_t length, float scale_uv,
-                        float *out);
+int lumamba_ring_window(const lumamba_ring_t *ring, uint32_t start, uint32_t length, int16_t *out);
 
 /* ---- frame parser --------------------------------------------------------------------- */
 

@@ -170,8 +170,9 @@ def _subject_ids(rng: np.random.Generator, count: int) -> list[str]:
     return ids
 
 
-def _make_subject(rng: np.random.Generator, subject_id: str, official_set: str, label: int,
+def make_subject(rng: np.random.Generator, subject_id: str, official_set: str, label: int,
                   abnormality: str | None, config: SynthConfig) -> Subject:
+    """A subject with random traits (age, alpha rhythm, background) and, for label 1, ``abnormality``."""
     age = int(rng.integers(25, 86) if label else rng.integers(18, 71))
     subject = Subject(
         id=subject_id, official_set=official_set, label=label, sex=str(rng.choice(["F", "M"])),
@@ -407,7 +408,7 @@ def make_corpus(out: str | os.PathLike, config: SynthConfig = SynthConfig()) -> 
         for i in range(count):
             rng = np.random.default_rng([config.seed, 2, offset + i])
             pattern = str(patterns[abnormal_rank[i] % len(patterns)]) if labels[i] else None
-            subject = _make_subject(rng, ids[offset + i], official_set, int(labels[i]), pattern,
+            subject = make_subject(rng, ids[offset + i], official_set, int(labels[i]), pattern,
                                     config)
             manifest["subjects"].append(asdict(subject))
             n_sessions = int(rng.integers(1, config.max_sessions + 1))

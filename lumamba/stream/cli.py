@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumamba.export.project.boards import BOARDS, load_board
+from lumamba.export.project.boards import BOARDS, ProfileError, load_board
 from lumamba.export.project.build import BuildError, ToolchainError
 from lumamba.export.onnx.manifest import Manifest
 
@@ -18,7 +18,7 @@ from .framing import MAX_INSTANTS
 from .plot import plot_stream
 from .recording import Recording, RecordingError, load_recording
 from .reference import Reference, apply_gaps, device_windows, quantise
-from .runner import StreamError, build_demo, stream_to_board
+from .runner import StreamError, build_demo, project_adc_scale, stream_to_board
 
 EMULATED = tuple(b for b in BOARDS if b != "host")
 
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: in real time, at the sampling rate)")
     p.add_argument("--hop", type=int, help="instants between decisions, compiled into the demo (default: one second)")
     p.add_argument("--uv-per-count", type=float, help="microvolts per int16 count, compiled into the demo "
-                                                      "(default 0.1)")
+                                                      "(default: the board profile's adc.uv_per_count, as the "
+                                                      "project's firmware/boards/BOARD.mk passes it)")
     p.add_argument("--max-windows", type=int, help="stream only enough of the recording for this many decisions")
     p.add_argument("--frame-instants", type=int, default=8, help=f"sample instants per frame, 1..{MAX_INSTANTS} "
                                                                  "(default 8)")
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         defines["LUMAMBA_ADC_UV_PER_COUNT"] = f"{args.uv_per_count!r}f"
     print(f"[1/3] building the demo of {project} for {board.name}", flush=True)
     elf = build_demo(project, board, defines)
+    scale = np.float32(args.uv_per_count) if args.uv_per_count is not None else project_adc_scale(project, board)
+    method = manifest.preprocess["normalisation"]
     reference = Reference(project)
     state: dict = {}
 
@@ -100,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if header.window != manifest.n_samples or header.channels != len(channels):
             raise StreamError(f"{elf}: built for {header.channels} channels x {header.window} samples, the "
                               f"project's model takes {len(channels)} x {manifest.n_samples}; rebuild it")
+        if header.uv_per_count != scale:
+            raise StreamError(f"{elf}: converts counts at {float(header.uv_per_count):g} uV, the project's board "
+                              f"profile says {float(scale):g}; rebuild it")
         n = n_total
         if args.max_windows is not None:
             n = min(n, header.window + (args.max_windows - 1) * header.hop)
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[3/3] checking {len(log.decisions)} decisions against {reference.name}", flush=True)
     held = apply_gaps(counts, [(g.seq, g.frames) for g in log.gaps], args.frame_instants)
     done = [d for d in log.decisions if d.logits is not None]
-    ref = reference(device_windows(held, [d.start for d in done], header.window, header.uv_per_count)) \
+    ref = reference(device_windows(held, [d.start for d in done], header.window, header.uv_per_count, method)) \
         if done else np.zeros((0, header.classes), np.float32)
     ref_of = {d.window: r for d, r in zip(done, ref)}
     records, agree = [], 0
@@ -158,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         "mode": "fast" if args.fast else "real-time", "reference": reference.name,
         "comparison": "bit-exact" if reference.bit_exact else f"max abs error <= {reference.tolerance:g}",
         "channels": channels, "sfreq": header.sfreq, "window": header.window, "hop": header.hop,
-        "uv_per_count": float(header.uv_per_count), "ring_instants": header.ring,
+        "uv_per_count": float(header.uv_per_count), "normalisation": method, "ring_instants": header.ring,
         "saturated_samples": state["clipped"], "frame_errors": log.frame_errors,
         "gaps": [{"seq": g.seq, "frames": g.frames} for g in log.gaps],
         "overruns": [{"window": w, "skipped": s} for w, s in log.overruns], "end": log.end,
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (UsageError, RecordingError, FileNotFoundError) as exc:
+    except (UsageError, RecordingError, FileNotFoundError, ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ToolchainError, BuildError, StreamError) as exc:

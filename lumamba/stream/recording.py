@@ -10,7 +10,7 @@ model's order, with per-sample labels where the file has them.
   ``y`` labels each window's samples. ``x`` is taken as microvolts.
 
 Filtering, resampling and the montage happen here, on the host (on a wearable: in the analogue
-front end or before the samples are framed); the per-window z-score happens on the device.
+front end or before the samples are framed); the per-window normalisation (the model's method) happens on the device.
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 reference logits of its windows.
 
 The device receives int16 counts (microvolts / uv_per_count, rounded and saturated), cuts the
-window [start, start + T) of every decision and z-scores each channel in float32 in the order of
-lumamba_ring_window() (firmware/runtime/lumamba_stream.c). numpy's float32 element-wise
-operations round like the firmware's (IEEE-754, no fused multiply-add), so the windows below are
-the firmware's to the bit, and so are the golden model's logits on them.
+window [start, start + T) of every decision out of its ring buffer and normalises each channel by
+the model's method (zscore, robust or fixed; lumamba.normalise) in lumamba_infer_counts(), with
+the arithmetic of firmware/runtime/lumamba_normalise.c. numpy's float32 element-wise operations
+round like the firmware's (IEEE-754, no fused multiply-add), so the windows below are the
+firmware's to the bit, and so are the golden model's logits on them.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-ZSCORE_EPS = np.float32(1e-8)
+from lumamba.normalise import normalise_counts as device_normalise
+
+__all__ = ["quantise", "device_normalise", "device_windows", "apply_gaps", "Reference"]
 
 
 def quantise(uv: np.ndarray, uv_per_count: float) -> tuple[np.ndarray, int]:
@@ -24,23 +27,11 @@ def quantise(uv: np.ndarray, uv_per_count: float) -> tuple[np.ndarray, int]:
     return np.clip(counts, -32768, 32767).astype(np.int16), clipped
 
 
-def device_zscore(counts: np.ndarray, uv_per_count: np.float32) -> np.ndarray:
-    """One window of (T, C) int16 counts -> (C, T) float32, as lumamba_ring_window() computes it."""
-    c = np.asarray(counts, np.int64).T                   # (C, T)
-    length = c.shape[1]
-    scale = np.float32(uv_per_count)
-    s1 = c.sum(axis=1)
-    s2 = (c * c).sum(axis=1)
-    mean = s1.astype(np.float32) / np.float32(length)
-    var = (length * s2 - s1 * s1).astype(np.float32) / np.float32(length * (length - 1))
-    den = np.sqrt(var) * scale + ZSCORE_EPS
-    centred = c.astype(np.float32) - mean[:, None]
-    return ((centred * scale) / den[:, None]).astype(np.float32)
-
-
-def device_windows(counts: np.ndarray, starts: list[int], length: int, uv_per_count: np.float32) -> np.ndarray:
-    """The windows (n, C, T) float32 the device fed the model for decisions starting at ``starts``."""
-    return np.stack([device_zscore(counts[s:s + length], uv_per_count) for s in starts])
+def device_windows(counts: np.ndarray, starts: list[int], length: int, uv_per_count: float,
+                   method: str = "zscore") -> np.ndarray:
+    """The windows (n, C, T) float32 the device fed the model for decisions starting at ``starts``
+    (``counts``: the stream, (N, C) instant-major)."""
+    return np.stack([device_normalise(counts[s:s + length].T, uv_per_count, method) for s in starts])
 
 
 def apply_gaps(counts: np.ndarray, gaps: list[tuple[int, int]], instants_per_frame: int) -> np.ndarray:

@@ -10,6 +10,7 @@ real time the host sends each frame when its last instant is due.
 from __future__ import annotations
 
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -19,39 +20,43 @@ from pathlib import Path
 import numpy as np
 
 from lumamba.export.project.boards import Board, load_board
-from lumamba.export.project.build import BuildError, check_toolchain, prepare_project
+from lumamba.export.project.build import FIRMWARE_DIR, build_demo_app, check_toolchain
 from lumamba.export.project.qemu import run_command
 
 from .framing import encode_stream
 from .protocol import DemoLog, ProtocolError, StreamHeader, parse_line
 
-DEMO_ELF = "lumamba-demo.elf"
 
 
 class StreamError(RuntimeError):
     """The demo did not build, start, or finish the stream."""
 
 
-def demo_elf_path(project: str | Path, board: Board | str) -> Path:
-    name = board.name if isinstance(board, Board) else board
-    return Path(project) / "build" / name / DEMO_ELF
-
-
 def build_demo(project: str | Path, board: Board | str, defines: dict[str, str] | None = None,
                jobs: int = 2) -> Path:
-    """`make demo-app` in ``project`` for ``board`` (refreshing its firmware copy); the ELF path."""
-    project = Path(project)
+    """`make demo-app` in ``project`` for ``board`` (refreshing its firmware copy); the ELF path.
+    The emulator must be installed too, since the demo is about to run on it."""
     board = board if isinstance(board, Board) else load_board(board)
     check_toolchain(board, need_emulator=board.emulator is not None)
-    prepare_project(project, board)
-    args = ["make", "-C", str(project), f"-j{jobs}", "demo-app", f"BOARD={board.name}"]
-    if defines:
-        args.append("DEMO_DEFINES=" + " ".join(f"-D{k}={v}" for k, v in defines.items()))
-    proc = subprocess.run(args, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"building the demo of {project} for board {board.name!r} failed "
-                         f"(make exit status {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return demo_elf_path(project, board)
+    return build_demo_app(project, board, defines, jobs=jobs)
+
+
+def project_adc_scale(project: str | Path, board: Board | str) -> np.float32:
+    """The microvolts per count the project's demo is built with for ``board``: the
+    LUMAMBA_ADC_UV_PER_COUNT its firmware/boards/BOARD.mk passes (rendered from the board
+    profile's adc.uv_per_count); StreamError naming the file when it is missing or bad."""
+    name = board.name if isinstance(board, Board) else board
+    mk = Path(project) / FIRMWARE_DIR / "boards" / f"{name}.mk"
+    text = mk.read_text(encoding="utf-8") if mk.is_file() else ""
+    found = re.findall(r"-DLUMAMBA_ADC_UV_PER_COUNT=(\S+?)f?(?:\s|$)", text)
+    try:
+        value = np.float32(float(found[-1])) if found else None
+    except ValueError:
+        value = None
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise StreamError(f"{mk}: no valid -DLUMAMBA_ADC_UV_PER_COUNT=<microvolts per count> (it is rendered from "
+                          f"the adc.uv_per_count of firmware/boards/{name}.json); rebuild the project")
+    return value
 
 
 def demo_command(elf: str | Path, board: Board | str) -> list[str]:

@@ -2,11 +2,11 @@
  * Host harness for tests/test_stream_parser.py: feeds stdin to the frame parser of
  * firmware/runtime/lumamba_stream.c and prints what it did.
  *
- *   stream_harness N_CHANNELS CAPACITY WINDOW_START WINDOW_LENGTH UV_PER_COUNT_BITS(hex) < bytes
+ *   stream_harness N_CHANNELS CAPACITY WINDOW_START WINDOW_LENGTH < bytes
  *
  * Output: "EVENT <byte offset> <event>" per event other than NONE, then
  * "COUNTERS ok crc header lost filled written", "I <instant> <counts...>" for every instant still
- * in the ring, and "WINDOW <status> <float32 bits...>" for the requested window (channel-major).
+ * in the ring, and "WINDOW <status> <counts...>" for the requested window (channel-major).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,28 +15,23 @@
 #include "lumamba_stream.h"
 
 static int16_t storage[4096 * LUMAMBA_STREAM_MAX_CHANNELS];
-static float window[4096 * LUMAMBA_STREAM_MAX_CHANNELS];
+static int16_t window[4096 * LUMAMBA_STREAM_MAX_CHANNELS];
 
 int main(int argc, char **argv)
 {
     lumamba_frame_parser_t parser;
     lumamba_ring_t ring;
-    unsigned long n_channels, capacity, start, length, bits, offset = 0, i, c;
-    float scale;
-    uint32_t u;
+    unsigned long n_channels, capacity, start, length, offset = 0, i, c;
     int byte;
     int status;
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s N_CHANNELS CAPACITY WINDOW_START WINDOW_LENGTH SCALE_BITS\n", argv[0]);
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s N_CHANNELS CAPACITY WINDOW_START WINDOW_LENGTH\n", argv[0]);
         return 2;
     }
     n_channels = strtoul(argv[1], NULL, 10);
     capacity = strtoul(argv[2], NULL, 10);
     start = strtoul(argv[3], NULL, 10);
     length = strtoul(argv[4], NULL, 10);
-    bits = strtoul(argv[5], NULL, 16);
-    u = (uint32_t)bits;
-    memcpy(&scale, &u, sizeof scale);
     if (capacity > 4096 || lumamba_frame_parser_init(&parser, (uint16_t)n_channels) != 0) {
         fprintf(stderr, "bad arguments\n");
         return 2;
@@ -59,12 +54,11 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
-    status = lumamba_ring_window(&ring, (uint32_t)start, (uint32_t)length, scale, window);
+    status = lumamba_ring_window(&ring, (uint32_t)start, (uint32_t)length, window);
     printf("WINDOW %d", status);
     if (status == LUMAMBA_STREAM_OK) {
         for (i = 0; i < n_channels * length; ++i) {
-            memcpy(&u, &window[i], sizeof u);
-            printf(" %08lx", (unsigned long)u);
+            printf(" %d", window[i]);
         }
     }
     printf("\n");
