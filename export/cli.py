@@ -3,8 +3,9 @@
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
-                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 32] [--quant-config FILE]
-                           [--max-drift 0.01]]
+                   [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 256] [--quant-config FILE]
+                           [--max-drift 0.01] [--min-agreement 0.99] [--precision auto|int8]
+                           [--target-sqnr 20] [--flash-budget 0.05]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
 project (driver, const weights, Makefile) -> ELF (make) -> memory report (printed, memory.json)
@@ -14,12 +15,14 @@ onnxruntime (--no-verify skips it). `--app demo` also builds the streaming demo
 compares onnxruntime with PyTorch).
 
 With --int8 (firmware targets), calibration windows (--calib-data, else a freshly generated
-synthetic corpus; lumamba.quant.calibration_data) set the activation ranges, the graphs are quantised (lumamba.quant)
-and their integer descriptions compiled to C (int8_project); verification then requires logits
-bit-identical to the int8 golden model, not within a tolerance of onnxruntime, and a last step
-scores the float model and the golden model on the source's test windows (the AUROC drift,
-drift.json and drift.png; over --max-drift fails the export). A short report (parity, memory,
-drift) ends the run.
+synthetic corpus; lumamba.quant.calibration_data) set the activation ranges, the automatic
+precision mode (--precision auto, the default; lumamba.quant.auto_precision) narrows input ranges
+and keeps the most sensitive layers float until --target-sqnr within --flash-budget, the graphs
+are quantised (lumamba.quant) and their integer descriptions compiled to C (int8_project);
+verification then requires logits bit-identical to the int8 golden model, not within a tolerance
+of onnxruntime, and a last step scores the float model and the golden model on the source's test
+windows (the AUROC drift, drift.json and drift.png; over --max-drift, or a label agreement under
+--min-agreement, fails the export). A short report (parity, memory, precision, drift) ends the run.
 
 With --profile (emulated boards), a last step runs a copy of the project with the instruction
 counter read around every kernel call (lumamba.export.project.kernel_profile), prints the top
@@ -51,7 +54,10 @@ RANDOM_SEED = 0
 RANDOM_N_CLASSES = 2
 DEFAULT_MONTAGE = "tcp22"
 DEFAULT_N_SAMPLES = 1280
-DEFAULT_CALIB_WINDOWS = 32
+# All train windows of the default synthetic corpus (228) and up to 256 of a larger source: 32
+# random windows missed the tail of the demo model's logits (max |logit| 39 there, 119 on the test
+# windows), so the head saturated (issue 14; quant/README.md "Calibration windows").
+DEFAULT_CALIB_WINDOWS = 256
 DEFAULT_MAX_DRIFT = 0.01
 
 
@@ -235,7 +241,8 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     if args.int8:
         from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
         quant_dir = work / INT8_DIR
-        int8_windows = _quantize(args, onnx_dir, channels, quant_dir, steps, manifest.preprocess["normalisation"])
+        int8_windows, precision = _quantize(args, onnx_dir, channels, quant_dir, steps,
+                                            manifest.preprocess["normalisation"])
         steps("compiling the integer graphs to C with TVM")
         compiled = compile_int8_model(quant_dir, onnx_dir, progress=progress, gemm_form=board.int8_gemm)
         steps("writing the firmware project")
@@ -261,6 +268,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     if args.app == "demo":
         summary["demo"] = _build_demo(work, board, steps)
     if args.int8:
+        summary["precision"] = precision
         steps("accuracy drift: float (PyTorch) vs int8 (golden model)")
         summary["drift"] = _drift(args, model, channels, onnx_dir, quant_dir, int8_windows, work)
     _write_run_report(args, model, channels, board, report, verification, work)
@@ -304,17 +312,21 @@ def _build_demo(work: Path, board, steps: _Steps) -> str:
 
 
 def _write_run_report(args, model, channels, board, memory: dict, verification, work: Path) -> None:
-    """report.json (export/run_report.py) from what the steps measured."""
+    """report.json (export/run_report.py) from what the steps wrote (drift.json, int8/quant.json,
+    profile.json; each may be absent)."""
+    from lumamba.export.project.int8_project import INT8_DIR
     from lumamba.export.run_report import run_report, write_report
     from lumamba.profile import deployed_macs
 
-    drift_path = work / "drift.json"
-    drift = json.loads(drift_path.read_text(encoding="utf-8")) if drift_path.is_file() else None
-    profile_path = work / "profile.json"
-    profile = json.loads(profile_path.read_text(encoding="utf-8")) if profile_path.is_file() else None
+    def written(path: Path) -> dict | None:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    quant = written(work / INT8_DIR / "quant.json")
     macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
     write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
-                            memory=memory, verification=verification, drift=drift, profile=profile), work)
+                            memory=memory, verification=verification, drift=written(work / "drift.json"),
+                            precision_plan=quant.get("precision") if quant else None,
+                            profile=written(work / "profile.json")), work)
 
 
 def _verify(args, board, work: Path, steps: _Steps):
@@ -371,9 +383,10 @@ def memory_line(report: dict) -> str:
 def print_summary(summary: dict, title: str) -> None:
     """The short report that ends an export: parity, memory, drift."""
     print(f"\n{title}")
-    for key in ("parity", "memory", "drift", "demo", "profile"):
+    for key in ("parity", "memory", "precision", "drift", "demo", "profile"):
         if key in summary:
-            print(f"  {key + ':':9s}{summary[key]}")
+            label = f"{key}: "
+            print(f"  {label:11s}{summary[key]}")
 
 
 # --- int8: calibration, quantisation, drift --------------------------------------------------------
@@ -382,28 +395,31 @@ def print_summary(summary: dict, title: str) -> None:
 def _quantize(args, onnx_dir: Path, channels: list[str], quant_dir: Path, steps: _Steps, normalisation: str):
     """Calibration windows (normalised as the model was trained: `normalisation`) -> activation
     ranges -> integer graphs in `quant_dir`; returns the windows (Int8Windows), whose evaluation
-    part the drift step scores."""
+    part the drift step scores, and the precision report line."""
     from lumamba.quant.calibration_data import Int8DataError, load_int8_windows
-    from lumamba.quant import calibrate, quantize
+    from lumamba.quant.export_step import quantize_for_export
 
     steps("calibration windows")
     with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as scratch:
         try:
+            # fewer windows than the default is normal (a small source); fewer than asked for is not
             windows = load_int8_windows(args.calib_data, channels, args.n_samples, args.calib_windows,
-                                        Path(scratch), warn=_warn, normalisation=normalisation)
+                                        Path(scratch), warn=_warn if args.calib_windows_given else lambda _: None,
+                                        normalisation=normalisation)
         except Int8DataError as e:
             raise ExportError(str(e)) from None
     n_eval = 0 if windows.eval_x is None else len(windows.eval_x)
     print(f"      {len(windows.calibration)} calibration windows from {windows.source}; {n_eval} evaluation windows")
     steps(f"calibrating and quantising to int8 ({len(windows.calibration)} windows)")
-    calibration = calibrate(onnx_dir, windows.calibration, progress=True)
     try:
-        q = quantize(onnx_dir, calibration, config=args.quant_config, out_dir=quant_dir)
+        q, precision = quantize_for_export(onnx_dir, windows.calibration, quant_dir, config=args.quant_config,
+                                           precision=args.precision, target_db=args.target_sqnr,
+                                           budget=args.flash_budget, warn=_warn)
     except (ValueError, FileNotFoundError) as e:     # a bad config: the message names file and pattern
         raise ExportError(f"--quant-config: {e}" if args.quant_config else str(e)) from None
     print(f"      {q.summary['int8_nodes']} int8 nodes, {q.summary['int8_weight_bytes']:,} bytes of int8 weights "
-          f"(float32: {q.summary['float_weight_bytes_replaced']:,})")
-    return windows
+          f"(float32: {q.summary['float_weight_bytes_replaced']:,}); precision: {precision}")
+    return windows, precision
 
 
 def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, windows, work: Path) -> str:
@@ -425,6 +441,9 @@ def _drift(args, model, channels: list[str], onnx_dir: Path, quant_dir: Path, wi
             f"labels agree on {100 * report['label_agreement']:.1f} %, logit SQNR "
             f"{float(report['logits']['sqnr_db']):.1f} dB")
     print("      " + line)
+    if report["label_agreement"] < args.min_agreement:
+        raise ExportError(f"int8 label agreement {100 * report['label_agreement']:.2f} % is below --min-agreement "
+                          f"{100 * args.min_agreement:.2f} % (see {DRIFT_JSON}; raise --target-sqnr)")
     if not report["passed"]:
         raise ExportError(f"int8 accuracy drift: |AUROC_int8 - AUROC_float| = {drift:.4f} exceeds --max-drift "
                           f"{args.max_drift:g} (see {DRIFT_JSON}; a quantisation config can keep layers float)")
@@ -558,13 +577,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --int8: calibration windows from a window cache (lumamba-data prepare), a .npz or "
                         "a TUAB-style EDF tree; default: a generated synthetic corpus")
     p.add_argument("--calib-windows", type=int,
-                   help=f"with --int8: number of calibration windows (default {DEFAULT_CALIB_WINDOWS})")
+                   help=f"with --int8: number of calibration windows (default {DEFAULT_CALIB_WINDOWS}, or all train windows "
+                        "of a smaller source)")
     p.add_argument("--quant-config", metavar="FILE",
                    help="with --int8: JSON/TOML quantisation config moving layers between int8 and float "
                         "(quant/README.md), e.g. {\"float\": [\"classifier.fc3\"]}")
     p.add_argument("--max-drift", type=float,
                    help="with --int8: largest allowed |AUROC_int8 - AUROC_float| on the calibration source's "
                         f"test windows (default {DEFAULT_MAX_DRIFT})")
+    p.add_argument("--min-agreement", type=float,
+                   help="with --int8: smallest allowed fraction of test windows whose int8 label equals the float "
+                        "label, e.g. 0.99 (default 0: not gated)")
+    p.add_argument("--precision", choices=["auto", "int8"],
+                   help="with --int8: auto (default) keeps the most sensitive layers float until --target-sqnr "
+                        "within --flash-budget (quant/README.md); int8: every learned layer int8")
+    p.add_argument("--target-sqnr", type=float,
+                   help="with --int8: logit SQNR (dB, on held-out calibration windows) of the automatic mode (default 20)")
+    p.add_argument("--flash-budget", type=float,
+                   help="with --int8: extra weight bytes the automatic mode may spend, as a fraction of the "
+                        "all-int8 model (default 0.05)")
     return p
 
 
@@ -578,10 +609,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--int8 needs a firmware target ({', '.join(t for t, b in TARGETS.items() if b)}), "
                      f"not --target {args.target}")
     int8_only = {"--calib-data": args.calib_data, "--calib-windows": args.calib_windows,
-                 "--quant-config": args.quant_config, "--max-drift": args.max_drift}
+                 "--quant-config": args.quant_config, "--max-drift": args.max_drift,
+                 "--min-agreement": args.min_agreement, "--precision": args.precision,
+                 "--target-sqnr": args.target_sqnr, "--flash-budget": args.flash_budget}
     given = [name for name, value in int8_only.items() if value is not None]
     if not args.int8 and given:
         parser.error(f"{', '.join(given)}: only with --int8")
+    args.calib_windows_given = args.calib_windows is not None
     if args.calib_windows is None:
         args.calib_windows = DEFAULT_CALIB_WINDOWS
     if args.calib_windows < 1:
@@ -595,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and (TARGETS[args.target] is None or TARGETS[args.target] == "host"):
         parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
                      f"riscv), not --target {args.target}")
+    _int8_precision_defaults(parser, args)
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
@@ -617,6 +652,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lumamba-export: interrupted{reason}; {args.out} was not changed", file=sys.stderr)
         return 130
     return 0
+
+
+def _int8_precision_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Defaults and range checks of --min-agreement, --precision, --target-sqnr, --flash-budget."""
+    from lumamba.quant.auto_precision import DEFAULT_BUDGET, DEFAULT_TARGET_DB
+    args.min_agreement = 0.0 if args.min_agreement is None else args.min_agreement
+    args.precision = args.precision or "auto"
+    args.target_sqnr = DEFAULT_TARGET_DB if args.target_sqnr is None else args.target_sqnr
+    args.flash_budget = DEFAULT_BUDGET if args.flash_budget is None else args.flash_budget
+    if not 0 <= args.min_agreement <= 1:
+        parser.error(f"--min-agreement {args.min_agreement}: must be between 0 and 1 (a fraction of windows)")
+    if not -20 <= args.target_sqnr <= 120:
+        parser.error(f"--target-sqnr {args.target_sqnr}: must be between -20 and 120 dB")
+    if not 0 <= args.flash_budget <= 10:
+        parser.error(f"--flash-budget {args.flash_budget}: must be between 0 and 10 (a fraction of the weights)")
 
 
 if __name__ == "__main__":

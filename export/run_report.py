@@ -6,7 +6,9 @@ verification windows on the emulated board: QEMU instruction counts, not cycles;
 `flash_bytes` (deployable image in the internal flash), `regions` (bytes used and available per
 memory region: `internal_flash`, `external_flash` where the board has one, `ram`), `ram_bytes` (static RAM + stack bound), `ram_lower_bound_bytes`
 (the least arena any placement of this schedule needs), `arena_bytes`, `parity` (the verification:
-reference, bit-exact or max abs error, summary), for int8 `drift` (drift.json's headline) and, with
+reference, bit-exact or max abs error, summary), for int8 `drift` (drift.json's headline) and
+`int8_precision` (the automatic precision plan's headline from int8/quant.json: layers kept float,
+input ranges cut, their flash cost, held-out logit SQNR before and after) and, with
 `lumamba-export --profile`, `profile`: the file (profile.json), instructions per window per graph
 and the GEMM kernels' instructions per MAC.
 """
@@ -22,7 +24,7 @@ REPORT_JSON = "report.json"
 
 
 def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict, verification=None,
-               drift: dict | None = None, profile: dict | None = None) -> dict:
+               drift: dict | None = None, precision_plan: dict | None = None, profile: dict | None = None) -> dict:
     """The report of one export (see the module docstring); `verification` is a
     `lumamba.export.verify.Verification` or None when --no-verify."""
     insns = int(np.mean(verification.insns)) if verification is not None and verification.insns else None
@@ -49,6 +51,10 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
                            if k in drift}
         report["drift"].update(auroc_float=drift["float"]["auroc"], auroc_int8=drift["int8"]["auroc"],
                                logit_sqnr_db=drift["logits"]["sqnr_db"])
+    if precision_plan is not None:
+        keys = ("mode", "float_layers", "input_range_cuts", "extra_flash_bytes", "all_int8_weight_bytes",
+                "all_int8_sqnr_db", "sqnr_db", "target_sqnr_db", "met")
+        report["int8_precision"] = {k: precision_plan[k] for k in keys if k in precision_plan}
     if profile is not None:   # kernel_profile.KernelProfile.to_json()
         report["profile"] = {"file": "profile.json",
                              "graphs": {g: v["instructions"] for g, v in profile["graphs"].items()},

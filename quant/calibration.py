@@ -3,7 +3,7 @@
 The float ONNX graphs run the manifest's schedule (onnxruntime, graph optimisations off) over the
 windows; each graph's inputs are recorded on the way (a per-token graph sees S inputs per window),
 then onnxruntime.quantization's calibrator for that graph (MinMax or Percentile, on the inputs and
-outputs of its Gemm/MatMul/Conv nodes) is fed exactly those inputs through a CalibrationDataReader.
+outputs of its Gemm/MatMul/Conv nodes; Entropy is the KL-divergence threshold of TensorRT) is fed exactly those inputs through a CalibrationDataReader.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from lumamba.export.onnx.manifest import Manifest
 
 from lumamba.export.onnx.schedule import check_manifest_windows, run_schedule
 
-METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+           "entropy": CalibrationMethod.Entropy}
 CALIBRATED_OPS = ["Gemm", "MatMul", "Conv"]
 FORMAT = "lumamba-calibration"
 VERSION = 1
@@ -131,7 +132,7 @@ def graph_ranges(model_path: str | os.PathLike, feeds: list[dict], method: str =
 def calibrate(export_dir: str | os.PathLike, windows, method: str = "minmax", percentile: float = 99.99,
               n_windows: int | None = None, progress: bool = True) -> Calibration:
     """Activation ranges for every graph of an export, from calibration windows (B, C, T) (numpy
-    or torch; the first `n_windows` are used when given). `method` is "minmax" or "percentile"
+    or torch; the first `n_windows` are used when given). `method` is "minmax", "percentile" or "entropy"
     (onnxruntime's histogram percentile of |x|, `percentile` in (0, 100])."""
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")

@@ -24,6 +24,7 @@ from .fixed_point import (INT32_MAX, activation_params, inverse_scale, quantize_
                           quantize_weights)
 from .ops import OPS
 from .qgraph import QGraph, QNode
+from .weight_scales import weight_scales
 
 # Local weight-name prefix -> state-dict prefix, per graph kind (see export/step_modules.py).
 _UNIFY = {"keys_norm": "cross_attn.keys_norm", "values_norm": "cross_attn.values_norm",
@@ -113,8 +114,9 @@ def _conv_attrs(node: onnx.NodeProto, attrs: dict, kernel: tuple[int, ...]) -> d
 
 
 class _Builder:
-    def __init__(self, model: onnx.ModelProto, spec: GraphSpec, int8: set[str], ranges: dict):
-        self.model, self.spec, self.int8, self.ranges = model, spec, int8, ranges
+    def __init__(self, model: onnx.ModelProto, spec: GraphSpec, int8: set[str], ranges: dict,
+                 weights: str = "absmax"):
+        self.model, self.spec, self.int8, self.ranges, self.weights = model, spec, int8, ranges, weights
         self.consts = _constants(model)
         self.nodes: list[QNode] = []
         self.constants: dict[str, np.ndarray] = {}
@@ -181,7 +183,7 @@ class _Builder:
 
         x_scale, x_zp = self._range(x, node)
         y_scale, y_zp = self._range(y, node)
-        wq, w_scale = quantize_weights(w)
+        wq, w_scale = quantize_weights(w, weight_scales(w, self.weights))
         bq = quantize_bias(bias, x_scale, w_scale)
         mult_shift = [quantize_multiplier(float(x_scale) * float(s) / float(y_scale)) for s in w_scale]
         worst = np.abs(bq.astype(np.int64)) + 255 * np.abs(wq.astype(np.int64)).reshape(len(wq), -1).sum(1)
@@ -217,14 +219,15 @@ class _Builder:
 
 
 def build_qgraph(model: onnx.ModelProto, spec: GraphSpec, int8_nodes: set[str],
-                 ranges: dict[str, tuple[float, float]] | None = None) -> QGraph:
+                 ranges: dict[str, tuple[float, float]] | None = None, weights: str = "absmax") -> QGraph:
     """The integer graph of one exported ONNX graph; `int8_nodes` names the nodes to quantise
-    (all of them candidates), `ranges` the calibrated (min, max) of their input and output tensors."""
+    (all of them candidates), `ranges` the calibrated (min, max) of their input and output tensors,
+    `weights` the weight-scale method ("absmax" or "mse", see weight_scales.py)."""
     names = {c.node for c in candidates(model, spec)}
     stray = sorted(set(int8_nodes) - names)
     if stray:
         raise ValueError(f"graph {spec.name}: nodes {stray} are not quantisable "
                          "(no Gemm/MatMul/Conv with a constant weight)")
-    graph = _Builder(model, spec, set(int8_nodes), ranges or {}).build()
+    graph = _Builder(model, spec, set(int8_nodes), ranges or {}, weights).build()
     graph.validate()
     return graph

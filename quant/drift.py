@@ -91,15 +91,17 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
                  max_drift: float = 0.01, split: str = "test", calib_split: str = "train",
                  n_calib: int = 32, n_eval: int | None = None, method: str = "minmax", percentile: float = 99.99,
                  config=None, n_classes: int = 2, channels: Sequence[str] | None = None, seed: int = 0,
-                 val_fraction: float = 0.2, progress: bool = True) -> dict:
+                 val_fraction: float = 0.2, clips: dict[str, float] | None = None, progress: bool = True) -> dict:
     """Float (PyTorch) vs int8 (golden model) on the `split` windows of `data`; writes
     `out_dir/drift.json` and `out_dir/drift.png` (ROC curves, per-layer SQNR) and returns the report.
     `report["passed"]` is False when |AUROC_int8 - AUROC_float| > max_drift (or AUROC is undefined).
-    The export and the quantised model are kept in `out_dir/onnx` and `out_dir/int8`."""
+    The export and the quantised model are kept in `out_dir/onnx` and `out_dir/int8`. `clips` are
+    input-range cuts of an automatic precision plan (auto_precision.cut_ranges)."""
     from lumamba.checkpoint import load_pretrained
     from lumamba.metrics import write_json
     from lumamba.export.onnx.exporter import export_onnx
 
+    from .auto_precision import cut_ranges
     from .calibration import calibrate, load_windows
     from .quantizer import quantize
 
@@ -114,6 +116,7 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
     if not _export_is_current(out_dir / "onnx", checkpoint, names, x.shape[-1], n_classes):
         export_onnx(model, names, x.shape[-1], out_dir / "onnx", checkpoint=checkpoint)
     calibration = calibrate(out_dir / "onnx", x_cal, method=method, percentile=percentile, progress=progress)
+    calibration = cut_ranges(calibration, clips or {})
     quantized = quantize(out_dir / "onnx", calibration, config, out_dir / "int8")
 
     report = {"checkpoint": str(checkpoint), "data": str(data), "split": split,
@@ -210,53 +213,3 @@ def plot_drift(labels: np.ndarray, p_float: np.ndarray, p_int8: np.ndarray, laye
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110)
     return path
-
-
-def add_drift_parser(sub) -> None:
-    """The `drift` subcommand of `lumamba-eval`."""
-    p = sub.add_parser("drift", help="float vs int8 (golden model): AUROC/AUPR/balanced accuracy drift, "
-                                     "label agreement, per-layer SQNR (JSON + PNG); exit 1 when the AUROC "
-                                     "drift exceeds --max-drift")
-    p.add_argument("--checkpoint", required=True, help="classifier checkpoint (safetensors)")
-    p.add_argument("--data", required=True, help="window-cache directory or .npz")
-    p.add_argument("--max-drift", type=float, default=0.01, help="largest allowed |AUROC_int8 - AUROC_float|")
-    p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/drift)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="windows to evaluate")
-    p.add_argument("--calib-split", default="train", choices=["train", "val", "test"])
-    p.add_argument("--calib-windows", type=int, default=32, help="calibration-set size")
-    p.add_argument("--windows", type=int, default=None, help="evaluate a random subset of this many windows")
-    p.add_argument("--method", default="minmax", choices=["minmax", "percentile"], help="calibration statistic")
-    p.add_argument("--percentile", type=float, default=99.99)
-    p.add_argument("--config", default=None, help="quantisation config (JSON/TOML) moving layers to float")
-    p.add_argument("--n-classes", type=int, default=2)
-    p.add_argument("--channels", default="", help="comma-separated channel names to select")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=run_drift_cli)
-
-
-def run_drift_cli(args) -> int:
-    import json
-    import sys
-
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "drift"
-    try:
-        report = drift_report(args.checkpoint, args.data, out, max_drift=args.max_drift, split=args.split,
-                              calib_split=args.calib_split, n_calib=args.calib_windows, n_eval=args.windows,
-                              method=args.method, percentile=args.percentile, config=args.config,
-                              n_classes=args.n_classes, channels=args.channels.split(",") if args.channels else None,
-                              seed=args.seed, val_fraction=args.val_fraction, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:      # bad paths, data, config: a message, not a traceback
-        print(f"lumamba-eval drift: error: {e}", file=sys.stderr)
-        return 2
-    summary = {k: report[k] for k in ("auroc_drift", "max_drift", "passed", "label_agreement")}
-    summary.update(auroc_float=report["float"]["auroc"], auroc_int8=report["int8"]["auroc"],
-                   logit_sqnr_db=report["logits"]["sqnr_db"], json=str(out / DRIFT_JSON), png=str(out / DRIFT_PNG))
-    print(json.dumps(summary, indent=1))
-    if not report["passed"]:
-        why = ("AUROC is undefined (one class only)" if report["auroc_drift"] is None else
-               f"|AUROC_int8 - AUROC_float| = {report['auroc_drift']:.4f} exceeds --max-drift {args.max_drift}")
-        print(f"drift check failed: {why}", file=sys.stderr)
-        return 1
-    return 0

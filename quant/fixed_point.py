@@ -144,12 +144,15 @@ def inverse_scale(scale: np.float32) -> np.float32:
     return np.float32(1.0 / float(scale))
 
 
-def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weights(w: np.ndarray, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-output-channel int8 weights of w (N, ...): scale_c = max|w_c| / 127 (float32;
-    1 for an all-zero channel), q = round(w / scale_c) in [-127, 127]. Returns (q int8, scale float32 (N,))."""
+    1 for an all-zero channel) unless `scale` (N,) is given, q = round(w / scale_c) in [-127, 127].
+    Returns (q int8, scale float32 (N,))."""
     w = np.asarray(w, np.float64)
-    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    scale = np.where(absmax > 0, absmax / WEIGHT_MAX, 1.0).astype(np.float32)
+    if scale is None:
+        absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        scale = np.where(absmax > 0, absmax / WEIGHT_MAX, 1.0)
+    scale = np.asarray(scale, np.float32)
     s = scale.astype(np.float64).reshape((-1,) + (1,) * (w.ndim - 1))
     q = np.sign(w) * np.floor(np.abs(w) / s + 0.5)           # ties away from zero
     return np.clip(q, -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale

@@ -66,12 +66,18 @@ def _record_tensors(graph: QGraph) -> None:
 
 def quantize(export_dir: str | os.PathLike, calibration: Calibration,
              config: QuantConfig | dict | str | os.PathLike | None = None,
-             out_dir: str | os.PathLike | None = None, qdq: bool = True) -> QuantizedModel:
+             out_dir: str | os.PathLike | None = None, qdq: bool = True, weights: str = "absmax") -> QuantizedModel:
     """Quantise an export (`export_onnx`'s directory) with `calibration` (from `calibrate`).
 
     `config` (None, dict, JSON/TOML path or QuantConfig) moves layers between int8 and float;
-    `out_dir` defaults to `<export_dir>/int8`. `qdq=False` skips the QDQ ONNX set.
+    `out_dir` defaults to `<export_dir>/int8`. `qdq=False` skips the QDQ ONNX set. `weights`
+    chooses the per-channel weight scales: "absmax" or "mse" (weight_scales.py; the QDQ set keeps
+    onnxruntime's max-abs weights either way).
     """
+    from .weight_scales import WEIGHT_METHODS
+
+    if weights not in WEIGHT_METHODS:
+        raise ValueError(f"weight scale method must be one of {list(WEIGHT_METHODS)}, got {weights!r}")
     export_dir = Path(export_dir)
     out_dir = Path(out_dir) if out_dir is not None else export_dir / "int8"
     manifest = Manifest.load(export_dir)
@@ -84,7 +90,7 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
     graphs = {}
     for g in manifest.graphs:
         int8 = {node for (graph, node), q in decisions.items() if graph == g.name and q}
-        graphs[g.name] = build_qgraph(models[g.name], g, int8, calibration.ranges.get(g.name, {}))
+        graphs[g.name] = build_qgraph(models[g.name], g, int8, calibration.ranges.get(g.name, {}), weights)
         _record_tensors(graphs[g.name])
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +108,7 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
                         for name in graphs},
              "nodes": {key: {"layer": layers[key], "int8": decisions[tuple(key.split(":", 1))]} for key in layers},
              "calibration": {"method": calibration.method, "percentile": calibration.percentile,
-                             "n_windows": calibration.n_windows},
+                             "n_windows": calibration.n_windows, "weights": weights},
              "config": cfg.to_dict(), "summary": summary,
              "export": {"checkpoint": manifest.checkpoint, "structures": calibration.structures}}
     (out_dir / INDEX).write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")

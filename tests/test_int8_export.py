@@ -227,11 +227,14 @@ def test_drift_beyond_the_threshold_fails_the_export(m4_project, calib_npz, tmp_
     drift = float(re.search(r"\|drift\| (\S+)", run.stdout)[1])
     model, _, _ = cli.load_model(None, "micro")
     windows = load_int8_windows(str(calib_npz), CHANNELS, N_SAMPLES, N_CALIB, tmp_path)
-    args = argparse.Namespace(max_drift=drift - 0.01)
+    args = argparse.Namespace(max_drift=drift - 0.01, min_agreement=0.0)
     with pytest.raises(cli.ExportError, match=r"\|AUROC_int8 - AUROC_float\| = .* exceeds --max-drift"):
         cli._drift(args, model, CHANNELS, out / "onnx", out / INT8_DIR, windows, tmp_path)
-    assert "|drift|" in cli._drift(argparse.Namespace(max_drift=drift + 0.01), model, CHANNELS, out / "onnx",
-                                   out / INT8_DIR, windows, tmp_path)
+    assert "|drift|" in cli._drift(argparse.Namespace(max_drift=drift + 0.01, min_agreement=0.0), model, CHANNELS,
+                                   out / "onnx", out / INT8_DIR, windows, tmp_path)
+    with pytest.raises(cli.ExportError, match=r"label agreement .* is below --min-agreement 100.00 %"):
+        cli._drift(argparse.Namespace(max_drift=1.0, min_agreement=1.0 + 1e-9), model, CHANNELS, out / "onnx",
+                   out / INT8_DIR, windows, tmp_path)
 
 
 def test_bad_quant_config_names_the_option_and_pattern(calib_npz, tmp_path):
@@ -250,6 +253,10 @@ def test_bad_quant_config_names_the_option_and_pattern(calib_npz, tmp_path):
     (["--target", "host", "--calib-windows", "4", "--max-drift", "0.1"], "--calib-windows, --max-drift: only with --int8"),
     (["--target", "host", "--int8", "--max-drift", "2"], "--max-drift 2.0: must be between 0 and 1"),
     (["--target", "host", "--int8", "--calib-windows", "0"], "--calib-windows 0: must be >= 1"),
+    (["--target", "host", "--precision", "int8", "--target-sqnr", "25"], "--precision, --target-sqnr: only with --int8"),
+    (["--target", "host", "--int8", "--min-agreement", "1.5"], "--min-agreement 1.5: must be between 0 and 1"),
+    (["--target", "host", "--int8", "--flash-budget", "-1"], "--flash-budget -1.0: must be between 0 and 10"),
+    (["--target", "host", "--int8", "--precision", "int4"], "invalid choice: 'int4'"),
 ])
 def test_bad_int8_options_name_the_option(args, message, capsys):
     with pytest.raises(SystemExit) as e:

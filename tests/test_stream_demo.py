@@ -60,7 +60,7 @@ def project(tmp_path_factory) -> Path:
     out = root / "micro"
     run = subprocess.run([sys.executable, "-m", "lumamba.export.cli", "--target", "cortex-m", "--checkpoint",
                           str(checkpoint), "--montage", "tcp22", "--n-samples", str(T), "--int8", "--calib-data",
-                          str(calib), "--calib-windows", "2", "--no-verify", "--app", "demo", "--out", str(out)],
+                          str(calib), "--calib-windows", "2", "--precision", "int8", "--no-verify", "--app", "demo", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"streaming demo: {out / 'build' / 'cortex-m4f' / 'lumamba-demo.elf'}" in run.stdout

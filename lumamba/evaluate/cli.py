@@ -103,7 +103,7 @@ SUBCOMMANDS: list[tuple[str, Callable]] = [("metrics", _add_metrics), ("curves",
 
 
 def _add_drift(sub) -> None:
-    from ..quant.drift import add_drift_parser
+    from ..quant.drift_cli import add_drift_parser
     add_drift_parser(sub)
 
 
