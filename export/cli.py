@@ -4,7 +4,7 @@
                    [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 256] [--quant-config FILE]
-                           [--max-drift 0.01] [--min-agreement 0.99] [--precision auto|int8]
+                           [--max-drift 0.01] [--min-agreement 0] [--precision auto|int8]
                            [--target-sqnr 20] [--flash-budget 0.05]]
 
 Steps: load the model -> recurrent-mode ONNX graphs + manifest -> TVM C per graph -> firmware
