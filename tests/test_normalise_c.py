@@ -14,16 +14,15 @@ microvolts may not). Measured on these windows: at most 2.4e-7 relative (zscore)
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.normalise import NORMALISATIONS, normalise
 from lumamba.stream.reference import device_normalise
+from toolchain import build_runtime_harness
 
 HARNESS = Path(__file__).parent / "c" / "normalise_harness.c"
 METHOD_CODE = {"zscore": 0, "robust": 1, "fixed": 2}     # LUMAMBA_NORM_* in lumamba_normalise.h
@@ -34,14 +33,8 @@ SCALE = 0.1
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    exe = tmp_path_factory.mktemp("normalise") / "normalise_harness"
-    runtime = FIRMWARE_ROOT / "runtime"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off", f"-I{runtime}",
-                    str(HARNESS), str(runtime / "lumamba_normalise.c"), str(runtime / "lumamba_runtime.c"), "-lm",
-                    "-o", str(exe)], check=True)
-    return exe
+    return build_runtime_harness(HARNESS, ["lumamba_normalise.c", "lumamba_runtime.c"],
+                                 tmp_path_factory.mktemp("normalise") / "normalise_harness")
 
 
 def run_c(harness: Path, counts: np.ndarray, method, scale: float = SCALE, layout: str = "rows"):

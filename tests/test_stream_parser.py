@@ -5,16 +5,15 @@ lost frames are counted and filled by sample-and-hold, and a window is cut from 
 channel-major int16 counts lumamba_infer_counts() takes (its normalisation: test_normalise_c.py)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.stream.framing import crc16_ccitt, encode_frame, encode_stream
 from lumamba.stream.reference import apply_gaps, quantise
+from toolchain import build_runtime_harness
 
 HARNESS = Path(__file__).parent / "c" / "stream_harness.c"
 OK, CRC_ERROR, HEADER_ERROR, END = 1, 2, 3, 4
@@ -22,13 +21,7 @@ OK, CRC_ERROR, HEADER_ERROR, END = 1, 2, 3, 4
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    exe = tmp_path_factory.mktemp("harness") / "stream_harness"
-    runtime = FIRMWARE_ROOT / "runtime"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off", f"-I{runtime}",
-                    str(HARNESS), str(runtime / "lumamba_stream.c"), "-lm", "-o", str(exe)], check=True)
-    return exe
+    return build_runtime_harness(HARNESS, ["lumamba_stream.c"], tmp_path_factory.mktemp("harness") / "stream_harness")
 
 
 def run(harness: Path, data: bytes, n_channels: int, capacity: int, start: int = 0, length: int = 2):

@@ -224,15 +224,14 @@ def memory_report(elf: str | Path, board: Board | str, project_dir: str | Path) 
     flash_total = sum(s.size for s in flash_sections + loaded)
     ram_static = sum(s.size for s in ram_sections)
 
-    rel_build = build_dir.resolve().relative_to(project_dir.resolve()).as_posix()
-    model_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/[^/]+\.o$")
+    model_obj = _model_object_pattern(build_dir, project_dir)
     flash_names = {s.name for s in flash_sections + loaded}
     ram_names = {s.name for s in ram_sections}
     external_names = {s.name for s in external_sections}
     weights = model_code = model_static = test_vectors = 0
     external_arrays: list[str] = []
     for sec in _map_input_sections(build_dir / "lumamba.map"):
-        if model_obj.match(sec.obj) and Path(sec.obj).name.startswith("weights"):
+        if model_obj.match(sec.obj) and _is_weights_object(sec.obj):
             weights += sec.size if sec.output in flash_names else 0
             model_static += sec.size if sec.output in ram_names else 0
             if sec.output in external_names and sec.size:
@@ -283,11 +282,20 @@ def _external_report(target, sections: list[_Section], arrays: list[str]) -> dic
 
 def weight_sections(elf: str | Path, project_dir: str | Path) -> list[tuple[str, int]]:
     """(input section, size) of every linked section of the project's weights objects."""
-    elf, project_dir = Path(elf), Path(project_dir)
-    rel_build = elf.parent.resolve().relative_to(project_dir.resolve()).as_posix()
-    weights_obj = re.compile(rf"^(?:\./)?{re.escape(rel_build)}/weights[^/]*\.o$")
+    elf = Path(elf)
+    model_obj = _model_object_pattern(elf.parent, Path(project_dir))
     return [(sec.name, sec.size) for sec in _map_input_sections(elf.parent / "lumamba.map")
-            if weights_obj.match(sec.obj)]
+            if model_obj.match(sec.obj) and _is_weights_object(sec.obj)]
+
+
+def _model_object_pattern(build_dir: Path, project_dir: Path) -> re.Pattern:
+    # Objects of the generated model: build/<board>/<name>.o (the firmware's are under build/<board>/fw/).
+    rel_build = build_dir.resolve().relative_to(project_dir.resolve()).as_posix()
+    return re.compile(rf"^(?:\./)?{re.escape(rel_build)}/[^/]+\.o$")
+
+
+def _is_weights_object(obj: str) -> bool:
+    return Path(obj).name.startswith("weights")
 
 
 def input_window_bytes(defines: dict[str, int]) -> int:
