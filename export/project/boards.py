@@ -179,22 +179,24 @@ def parse_target(t: dict) -> Target:
     return target
 
 
-def load_chip(name: str) -> Target:
-    """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise."""
+def _chip_profile(name: str) -> tuple[dict, Path]:
+    """The JSON of the real chip ``name`` (one of CHIPS) and its path; ValueError naming the known chips otherwise."""
     if name not in CHIPS:
         raise ValueError(f"unknown chip {name!r}; known chips: {', '.join(CHIPS)}")
     path = CHIPS_DIR / f"{name}.json"
-    d = json.loads(path.read_text())
+    return json.loads(path.read_text()), path
+
+
+def load_chip(name: str) -> Target:
+    """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise."""
+    d, path = _chip_profile(name)
     _adc(d, path)
     return parse_target(d)
 
 
 def chip_adc(name: str) -> Adc:
     """The ADC scale of the real chip ``name``'s EEG front end (its profile's "adc")."""
-    if name not in CHIPS:
-        raise ValueError(f"unknown chip {name!r}; known chips: {', '.join(CHIPS)}")
-    path = CHIPS_DIR / f"{name}.json"
-    return _adc(json.loads(path.read_text()), path)
+    return _adc(*_chip_profile(name))
 
 
 def load_board(name: str) -> Board:
