@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 from tqdm.auto import tqdm
@@ -24,6 +25,8 @@ from tqdm.auto import tqdm
 from lumamba.export.onnx.manifest import Manifest
 
 from lumamba.export.onnx.schedule import check_manifest_windows, run_schedule
+
+from .calibration_features import FeatureRanges, linear_inputs, with_outputs
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
            "entropy": CalibrationMethod.Entropy}
@@ -42,6 +45,8 @@ class Calibration:
     n_windows: int
     ranges: dict[str, dict[str, tuple[float, float]]]
     structures: dict[str, str] = field(default_factory=dict)   # graph -> structure fingerprint of the export
+    # graph -> Linear input tensor -> [per-feature minima, maxima] (calibration_features.py)
+    features: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
 
     def check_export(self, manifest: Manifest) -> None:
         """Raise unless this calibration was made on graphs of the same structure."""
@@ -83,26 +88,43 @@ class FeedReader(CalibrationDataReader):
         return len(self.feeds)
 
 
-def _float_sessions(export_dir: Path, manifest: Manifest) -> dict[str, ort.InferenceSession]:
+def _float_sessions(export_dir: Path, manifest: Manifest,
+                    extra: dict[str, list[str]] | None = None) -> dict[str, ort.InferenceSession]:
+    """One session per graph; `extra` names tensors a graph also outputs (calibration_features.py)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
-    return {g.name: ort.InferenceSession(str(export_dir / g.file), options, providers=["CPUExecutionProvider"])
-            for g in manifest.graphs}
+    sessions = {}
+    for g in manifest.graphs:
+        model = str(export_dir / g.file)
+        if extra and extra.get(g.name):
+            model = with_outputs(onnx.load(model), extra[g.name]).SerializeToString()
+        sessions[g.name] = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return sessions
 
 
-def record_feeds(export_dir: str | os.PathLike, windows, progress: bool = True) -> dict[str, list[dict]]:
-    """Run the float schedule over `windows` (B, C, T); every graph's inputs, call by call."""
+def record_feeds(export_dir: str | os.PathLike, windows, progress: bool = True,
+                 features: FeatureRanges | None = None) -> dict[str, list[dict]]:
+    """Run the float schedule over `windows` (B, C, T); every graph's inputs, call by call. With
+    `features`, the per-feature ranges of every graph's Linear inputs are accumulated into it."""
     export_dir = Path(export_dir)
     manifest = Manifest.load(export_dir)
     x = check_manifest_windows(manifest, windows, single=True)
-    sessions = _float_sessions(export_dir, manifest)
+    extra = None
+    if features is not None:
+        extra = {g.name: linear_inputs(onnx.load(str(export_dir / g.file))) for g in manifest.graphs}
+    sessions = _float_sessions(export_dir, manifest, extra)
     feeds: dict[str, list[dict]] = {g.name: [] for g in manifest.graphs}
+    declared = {g.name: {t.name for t in g.outputs} for g in manifest.graphs}
 
     def call(name, inputs):
         feeds[name].append(inputs)
         outputs = [o.name for o in sessions[name].get_outputs()]
-        return dict(zip(outputs, sessions[name].run(outputs, inputs)))
+        values = dict(zip(outputs, sessions[name].run(outputs, inputs)))
+        if extra:
+            for tensor in extra[name]:
+                features.update(name, tensor, inputs[tensor] if tensor in inputs else values[tensor])
+        return {k: v for k, v in values.items() if k in declared[name]} if extra else values
 
     for window in tqdm(x, desc="calibration: float schedule", unit="window", disable=not progress):
         run_schedule(manifest, window, call)
@@ -145,12 +167,13 @@ def calibrate(export_dir: str | os.PathLike, windows, method: str = "minmax", pe
         if n_windows < 1:
             raise ValueError(f"n_windows must be >= 1, got {n_windows}")
         x = x[:n_windows]
-    feeds = record_feeds(export_dir, x, progress)
+    features = FeatureRanges()
+    feeds = record_feeds(export_dir, x, progress, features)
     ranges = {}
     for g in tqdm(manifest.graphs, desc=f"calibration: {method} statistics", unit="graph", disable=not progress):
         ranges[g.name] = graph_ranges(export_dir / g.file, feeds.pop(g.name), method, percentile)
     return Calibration(method, float(percentile) if method == "percentile" else None, len(x), ranges,
-                       {g.name: g.structure for g in manifest.graphs})
+                       {g.name: g.structure for g in manifest.graphs}, features.to_dict())
 
 
 def load_windows(data: str | os.PathLike, split: str = "train", n: int | None = None, *,

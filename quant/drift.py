@@ -91,12 +91,14 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
                  max_drift: float = 0.01, split: str = "test", calib_split: str = "train",
                  n_calib: int = 32, n_eval: int | None = None, method: str = "minmax", percentile: float = 99.99,
                  config=None, n_classes: int = 2, channels: Sequence[str] | None = None, seed: int = 0,
-                 val_fraction: float = 0.2, clips: dict[str, float] | None = None, progress: bool = True) -> dict:
+                 val_fraction: float = 0.2, clips: dict[str, float] | None = None,
+                 input_scales: dict[str, float] | None = None, progress: bool = True) -> dict:
     """Float (PyTorch) vs int8 (golden model) on the `split` windows of `data`; writes
     `out_dir/drift.json` and `out_dir/drift.png` (ROC curves, per-layer SQNR) and returns the report.
     `report["passed"]` is False when |AUROC_int8 - AUROC_float| > max_drift (or AUROC is undefined).
     The export and the quantised model are kept in `out_dir/onnx` and `out_dir/int8`. `clips` are
-    input-range cuts of an automatic precision plan (auto_precision.cut_ranges)."""
+    input-range cuts of an automatic precision plan (auto_precision.cut_ranges), `input_scales` its
+    per-feature input scales (layer -> alpha, input_scales.py)."""
     from lumamba.checkpoint import load_pretrained
     from lumamba.metrics import write_json
     from lumamba.export.onnx.exporter import export_onnx
@@ -117,7 +119,7 @@ def drift_report(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir
         export_onnx(model, names, x.shape[-1], out_dir / "onnx", checkpoint=checkpoint)
     calibration = calibrate(out_dir / "onnx", x_cal, method=method, percentile=percentile, progress=progress)
     calibration = cut_ranges(calibration, clips or {})
-    quantized = quantize(out_dir / "onnx", calibration, config, out_dir / "int8")
+    quantized = quantize(out_dir / "onnx", calibration, config, out_dir / "int8", input_scales=input_scales)
 
     report = {"checkpoint": str(checkpoint), "data": str(data), "split": split,
               "calibration": {"split": calib_split, "n_windows": int(len(x_cal)), "method": method,

@@ -146,6 +146,8 @@ def sensitivity_table(plan: PrecisionPlan) -> str:
             "int8 (over budget)" if layer in plan.skipped else "int8")
         if layer in cut:
             choice += f", input range x{cut[layer]:g}"
+        if layer in plan.input_scales:
+            choice += f", per-feature input scales (alpha {plan.input_scales[layer]:g})"
         rows.append(f"{layer:52s} {db:8.1f} {plan.layer_bytes.get(layer, 0):9,d}  {choice}")
     return "\n".join(rows)
 
@@ -188,7 +190,7 @@ def run_drift_cli(args) -> int:
         report = drift_report(args.checkpoint, args.data, out, max_drift=args.max_drift, split=args.split,
                               calib_split=args.calib_split, n_calib=args.calib_windows, n_eval=args.windows,
                               method=args.method, percentile=args.percentile, config=plan.config.to_dict(),
-                              clips=plan.clips,
+                              clips=plan.clips, input_scales=plan.input_scales,
                               n_classes=args.n_classes, channels=args.channels.split(",") if args.channels else None,
                               seed=args.seed, val_fraction=args.val_fraction, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:      # bad paths, data, config: a message, not a traceback

@@ -30,7 +30,7 @@ def quantize_for_export(onnx_dir: str | os.PathLike, windows: np.ndarray, out_di
     if precision not in PRECISION_MODES:
         raise ValueError(f"precision must be one of {list(PRECISION_MODES)}, got {precision!r}")
     calibration = calibrate(onnx_dir, windows, progress=progress)
-    plan = None
+    plan, scales = None, None
     if precision == "auto":
         plan = plan_precision(onnx_dir, windows, target_db=target_db, budget=budget, config=config,
                               progress=progress)
@@ -38,7 +38,8 @@ def quantize_for_export(onnx_dir: str | os.PathLike, windows: np.ndarray, out_di
             warn(plan.warning())
         config = plan.config
         calibration = cut_ranges(calibration, plan.clips)      # the plan's cuts, on the final ranges
-    q = quantize(onnx_dir, calibration, config=config, out_dir=Path(out_dir))
+        scales = plan.input_scales                              # folded from the final per-feature ranges
+    q = quantize(onnx_dir, calibration, config=config, out_dir=Path(out_dir), input_scales=scales)
     record_plan(q.out_dir, plan)
     line = plan.summary() if plan is not None else "int8 (--precision int8: automatic mode off)"
     return q, line

@@ -109,19 +109,30 @@ def _keep_float_consumers(model: onnx.ModelProto, int8: set[str]) -> None:
 
 
 def write_qdq_set(export_dir: Path, out_dir: Path, manifest: Manifest, qgraphs: dict[str, QGraph],
-                  ranges: dict[str, dict], method: str) -> Path:
-    """QDQ graphs plus a manifest naming them under `out_dir/qdq`."""
+                  ranges: dict[str, dict], method: str, float_models: dict[str, onnx.ModelProto] | None = None) -> Path:
+    """QDQ graphs plus a manifest naming them under `out_dir/qdq`; `float_models` replace the
+    export's float graphs of those names (graphs with input scales folded in)."""
     qdq_dir = out_dir / QDQ_DIR
     qdq_dir.mkdir(parents=True, exist_ok=True)
     specs = []
-    for g in manifest.graphs:
-        model = quantize_graph_qdq(export_dir / g.file, qdq_dir / g.file, qgraphs[g.name], ranges.get(g.name, {}), method)
-        n_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
-        specs.append(dataclasses.replace(g, structure=structure_fingerprint(model), n_params=n_params))
+    with tempfile.TemporaryDirectory(prefix="lumamba-qdq-float-") as tmp:
+        for g in manifest.graphs:
+            source = export_dir / g.file
+            if float_models and g.name in float_models:
+                source = Path(tmp) / g.file
+                onnx.save_model(float_models[g.name], str(source))
+            specs.append(_qdq_graph(source, qdq_dir / g.file, g, qgraphs[g.name], ranges.get(g.name, {}), method))
     qdq_manifest = dataclasses.replace(manifest, graphs=tuple(specs))
     qdq_manifest.validate()
     qdq_manifest.save(qdq_dir)
     return qdq_dir
+
+
+def _qdq_graph(source: Path, target: Path, spec, qgraph: QGraph, ranges: dict, method: str):
+    """One QDQ graph written to `target`; its manifest entry."""
+    model = quantize_graph_qdq(source, target, qgraph, ranges, method)
+    n_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    return dataclasses.replace(spec, structure=structure_fingerprint(model), n_params=n_params)
 
 
 def load_qdq(quant_dir: str | os.PathLike, optimization: str = "off"):

@@ -25,6 +25,7 @@ from .calibration import Calibration
 from .config import Candidate, QuantConfig, as_config
 from .convert import build_qgraph
 from .convert import candidates as graph_candidates
+from .input_scales import fold_layers
 from .golden import INDEX, INDEX_FORMAT, INDEX_VERSION, GoldenRunner, GraphExecutor
 from .qdq import QDQ_DIR, load_qdq, write_qdq_set
 from .qgraph import QGraph
@@ -66,13 +67,16 @@ def _record_tensors(graph: QGraph) -> None:
 
 def quantize(export_dir: str | os.PathLike, calibration: Calibration,
              config: QuantConfig | dict | str | os.PathLike | None = None,
-             out_dir: str | os.PathLike | None = None, qdq: bool = True, weights: str = "absmax") -> QuantizedModel:
+             out_dir: str | os.PathLike | None = None, qdq: bool = True, weights: str = "absmax",
+             input_scales: dict[str, float] | None = None) -> QuantizedModel:
     """Quantise an export (`export_onnx`'s directory) with `calibration` (from `calibrate`).
 
     `config` (None, dict, JSON/TOML path or QuantConfig) moves layers between int8 and float;
     `out_dir` defaults to `<export_dir>/int8`. `qdq=False` skips the QDQ ONNX set. `weights`
     chooses the per-channel weight scales: "absmax" or "mse" (weight_scales.py; the QDQ set keeps
-    onnxruntime's max-abs weights either way).
+    onnxruntime's max-abs weights either way). `input_scales` (layer -> alpha) folds per-feature
+    power-of-two input scales into those int8 Linear layers (input_scales.py; needs the
+    calibration's per-feature ranges).
     """
     from .weight_scales import WEIGHT_METHODS
 
@@ -86,11 +90,17 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
     models = {g.name: onnx.load(str(export_dir / g.file)) for g in manifest.graphs}
     cands = [c for g in manifest.graphs for c in graph_candidates(models[g.name], g)]
     decisions = cfg.decide(cands)
+    ranges = {g: dict(r) for g, r in calibration.ranges.items()}
+    folded = {}
+    if input_scales:
+        linear = {(c.graph, c.node): c.layer for c in cands if decisions[(c.graph, c.node)]
+                  and _op(models[c.graph], c.node) in ("Gemm", "MatMul")}
+        folded = fold_layers(models, linear, calibration.features, ranges, input_scales)
 
     graphs = {}
     for g in manifest.graphs:
         int8 = {node for (graph, node), q in decisions.items() if graph == g.name and q}
-        graphs[g.name] = build_qgraph(models[g.name], g, int8, calibration.ranges.get(g.name, {}), weights)
+        graphs[g.name] = build_qgraph(models[g.name], g, int8, ranges.get(g.name, {}), weights)
         _record_tensors(graphs[g.name])
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +108,8 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
         graph.save(out_dir / GRAPHS_DIR)
     manifest.save(out_dir)
     if qdq:
-        write_qdq_set(export_dir, out_dir, manifest, graphs, calibration.ranges, calibration.method)
+        write_qdq_set(export_dir, out_dir, manifest, graphs, ranges, calibration.method,
+                      {g: models[g] for g in {k.split(":", 1)[0] for e in folded.values() for k in e["nodes"]}})
 
     summary = _summary(graphs, models)
     layers = {f"{c.graph}:{c.node}": c.layer for c in cands}
@@ -109,10 +120,14 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
              "nodes": {key: {"layer": layers[key], "int8": decisions[tuple(key.split(":", 1))]} for key in layers},
              "calibration": {"method": calibration.method, "percentile": calibration.percentile,
                              "n_windows": calibration.n_windows, "weights": weights},
-             "config": cfg.to_dict(), "summary": summary,
+             "config": cfg.to_dict(), "input_scales": folded, "summary": summary,
              "export": {"checkpoint": manifest.checkpoint, "structures": calibration.structures}}
     (out_dir / INDEX).write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
     return QuantizedModel(out_dir, manifest, graphs, {k: v["int8"] for k, v in index["nodes"].items()}, summary)
+
+
+def _op(model: onnx.ModelProto, node: str) -> str:
+    return next(n.op_type for n in model.graph.node if n.name == node)
 
 
 def _summary(graphs: dict[str, QGraph], models: dict[str, onnx.ModelProto]) -> dict:

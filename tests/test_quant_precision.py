@@ -16,6 +16,7 @@ import pytest
 from test_quant_golden import eeg_like, make_model, sqnr
 
 from lumamba.export import export_onnx
+from lumamba.export.onnx.ort_runner import Runner
 from lumamba.montages import MONTAGES
 from lumamba.quant import calibrate, float_reference, quantize
 from lumamba.quant.calibration import Calibration
@@ -59,9 +60,13 @@ def test_sensitivity_ranks_the_damaged_layer_last_and_auto_keeps_only_it_float(e
     assert plan.int8_sqnr_db < 10
     assert plan.float_layers == [BAD] and plan.met and plan.sqnr_db >= 20
 
-    # the plan's numbers, checked independently: logit SQNR and flash cost of the chosen config
-    q = quantize(root / "onnx", cut_ranges(cal, plan.clips), plan.config, root / "chosen", qdq=False)
-    assert logit_sqnr_db(float_reference(root / "onnx")(x), q.golden()(x)) == pytest.approx(plan.sqnr_db)
+    # the plan's numbers, checked independently: logit SQNR and flash cost of the chosen config.
+    # Candidates are scored on the QDQ proxy (onnxruntime), the chosen one again by the golden model
+    q = quantize(root / "onnx", cut_ranges(cal, plan.clips), plan.config, root / "chosen")
+    ort_float = Runner(root / "onnx", "off")(x)
+    assert logit_sqnr_db(ort_float, q.qdq()(x)) == pytest.approx(plan.sqnr_db)
+    assert logit_sqnr_db(ort_float, q.golden()(x)) == pytest.approx(plan.golden_sqnr_db) and plan.golden_sqnr_db >= 20
+    assert plan.to_dict()["golden_sqnr_db"] == plan.golden_sqnr_db and plan.to_dict()["proxy_trials"] == plan.trials
     assert BAD not in {n.layer for g in q.graphs.values() for n in g.int8_nodes()}
     fc3 = make_model("micro").classifier.fc3
     n_out, n_in = fc3.weight.shape
@@ -173,6 +178,6 @@ def test_too_wide_input_range_is_cut_before_any_layer_goes_float(exported):
                             progress=False)
     assert plan.clips == {key: 0.25} and plan.clip_layers == {key: BAD} and plan.float_layers == []
     assert plan.sqnr_db > plan.int8_sqnr_db + 3
-    q = quantize(root / "onnx", cut_ranges(cal, plan.clips), None, root / "cut", qdq=False)
-    assert logit_sqnr_db(float_reference(root / "onnx")(x), q.golden()(x)) == pytest.approx(plan.sqnr_db)
+    q = quantize(root / "onnx", cut_ranges(cal, plan.clips), None, root / "cut")
+    assert logit_sqnr_db(Runner(root / "onnx", "off")(x), q.qdq()(x)) == pytest.approx(plan.sqnr_db)
     assert plan.to_dict()["input_range_cuts"] == {key: {"factor": 0.25, "layer": BAD}}
