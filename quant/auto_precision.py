@@ -332,21 +332,33 @@ def _uneven_inputs(q: QuantizedModel, calibration: Calibration) -> set[str]:
     return out
 
 
+def _best_option(ev: _Evaluator, trial: dict, key: str, options: tuple[float, ...], config: QuantConfig,
+                 current: float, kept: float | None = None) -> tuple[float | None, float]:
+    """Set trial[key] (ev.scales or ev.clips) to each of `options` but `kept` and score `config`;
+    returns the option that gained >= MIN_GAIN_DB over `current` (else `kept`) and its SQNR, with
+    trial[key] left at it (removed when there is none)."""
+    for option in options:
+        if option == kept:
+            continue
+        trial[key] = option
+        value = ev.sqnr(config)
+        if value > current + MIN_GAIN_DB:
+            kept, current = option, value
+    if kept is None:
+        trial.pop(key, None)
+    else:
+        trial[key] = kept
+    return kept, current
+
+
 def _scale_search(ev: _Evaluator, config: QuantConfig, plan: PrecisionPlan, layers: list[str],
                   current: float) -> float:
     """Try per-feature input scales (SCALE_ALPHAS) on each of `layers` under `config`; the best
     alpha that gains >= MIN_GAIN_DB is kept (`ev.scales`, `plan.input_scales`)."""
     for layer in layers:
-        best = None
-        for alpha in SCALE_ALPHAS:
-            ev.scales[layer] = alpha
-            value = ev.sqnr(config)
-            if value > current + MIN_GAIN_DB:
-                best, current = alpha, value
-        if best is None:
-            del ev.scales[layer]
-        else:
-            ev.scales[layer] = plan.input_scales[layer] = best
+        alpha, current = _best_option(ev, ev.scales, layer, SCALE_ALPHAS, config, current)
+        if alpha is not None:
+            plan.input_scales[layer] = alpha
     plan.sqnr_db, plan.met = current, current >= plan.target_db
     return current
 
@@ -358,19 +370,9 @@ def _clip_search(ev: _Evaluator, config: QuantConfig, plan: PrecisionPlan, candi
     for key, layer in candidates.items():
         if stop_at_target and current >= plan.target_db:
             break
-        kept = ev.clips.get(key)
-        for factor in CLIP_FACTORS:
-            if factor == kept:
-                continue
-            ev.clips[key] = factor
-            value = ev.sqnr(config)
-            if value > current + MIN_GAIN_DB:
-                kept, current = factor, value
-        if kept is None:
-            del ev.clips[key]
-        else:
-            ev.clips[key] = plan.clips[key] = kept
-            plan.clip_layers[key] = layer
+        factor, current = _best_option(ev, ev.clips, key, CLIP_FACTORS, config, current, ev.clips.get(key))
+        if factor is not None:
+            plan.clips[key], plan.clip_layers[key] = factor, layer
     plan.sqnr_db, plan.met = current, current >= plan.target_db
     return current
 

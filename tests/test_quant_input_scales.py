@@ -8,29 +8,17 @@ import json
 import numpy as np
 import onnx
 import pytest
-from test_quant_golden import eeg_like, make_model
+from test_quant_precision import N_SAMPLES, exported  # noqa: F401  (the module's fixture: a random micro export)
 
-from lumamba.export import export_onnx
 from lumamba.export.onnx.manifest import Manifest
-from lumamba.montages import MONTAGES
-from lumamba.quant import calibrate, quantize
+from lumamba.quant import quantize
 from lumamba.quant.calibration import Calibration, record_feeds
 from lumamba.quant.calibration_features import linear_inputs
 from lumamba.quant.convert import build_qgraph, candidates
 from lumamba.quant.golden import GraphExecutor
 from lumamba.quant.input_scales import fold_input_scales, power_of_two_exponents
 
-N_SAMPLES, MONTAGE = 320, "apava16"
 FREQ_FC1 = "freq_embed.frequency_to_embed.fc1"
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("input_scales")
-    channels = list(MONTAGES[MONTAGE])
-    export_onnx(make_model("micro"), channels, N_SAMPLES, root / "onnx")
-    x = eeg_like(4, len(channels), N_SAMPLES, seed=3)
-    return root, x, calibrate(root / "onnx", x, progress=False)
 
 
 def _layer_node(root, layer):
@@ -133,3 +121,23 @@ def test_quantize_folds_the_scales_and_records_them(exported):
     stale = Calibration(calibration.method, None, 1, calibration.ranges, calibration.structures)
     with pytest.raises(KeyError, match="no per-feature range"):
         quantize(root / "onnx", stale, None, root / "bad", qdq=False, input_scales={FREQ_FC1: 1.0})
+
+
+@pytest.mark.slow
+def test_folded_model_c_is_bit_exact_with_the_golden_model(exported, tmp_path):
+    """The fold is an ordinary float Mul of the integer graph: the host C of a folded model gives
+    logits bit-identical to the golden model (verify_int8_on_board raises otherwise)."""
+    from lumamba.export.project.boards import load_board
+    from lumamba.export.project.int8_project import compile_int8_model, write_int8_project
+    from lumamba.export.project.test_vectors import fixed_windows
+    from lumamba.export.verify import verify_int8_on_board
+
+    root, _, calibration = exported
+    q = quantize(root / "onnx", calibration, None, tmp_path / "int8", qdq=False, input_scales={FREQ_FC1: 1.0})
+    assert any(n.op == "Mul" and n.name.endswith(".scale_input") for g in q.graphs.values() for n in g.nodes)
+    manifest = Manifest.load(root / "onnx")
+    compiled = compile_int8_model(q.out_dir, root / "onnx", gemm_form=load_board("host").int8_gemm)
+    project = write_int8_project(compiled, q.out_dir, tmp_path / "project",
+                                 fixed_windows(manifest.n_channels, N_SAMPLES), board="host")
+    result = verify_int8_on_board(project, "host")
+    assert result.bit_exact and len(result.logits) >= 4
