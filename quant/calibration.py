@@ -176,6 +176,25 @@ def calibrate(export_dir: str | os.PathLike, windows, method: str = "minmax", pe
                        {g.name: g.structure for g in manifest.graphs}, features.to_dict())
 
 
+def merge_minmax(a: Calibration, b: Calibration) -> Calibration:
+    """The MinMax calibration of the windows of `a` and `b` together, from the two: the hull of
+    every range (per tensor and per feature), exactly what `calibrate` gives on all windows."""
+    if a.method != "minmax" or b.method != "minmax":
+        raise ValueError(f"only MinMax calibrations merge exactly, got {a.method} and {b.method}")
+    if a.structures != b.structures:
+        raise ValueError("calibrations of different exports cannot be merged")
+
+    def hull(r, q):
+        return {t: (min(r[t][0], q[t][0]), max(r[t][1], q[t][1])) for t in r}
+
+    def feature_hull(r, q):
+        return {t: [np.minimum(r[t][0], q[t][0]).tolist(), np.maximum(r[t][1], q[t][1]).tolist()] for t in r}
+
+    return Calibration("minmax", None, a.n_windows + b.n_windows,
+                       {g: hull(a.ranges[g], b.ranges[g]) for g in a.ranges}, dict(a.structures),
+                       {g: feature_hull(a.features[g], b.features[g]) for g in a.features})
+
+
 def load_windows(data: str | os.PathLike, split: str = "train", n: int | None = None, *,
                  channels: Sequence[str] | None = None, seed: int = 0,
                  val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray, list[str]]:

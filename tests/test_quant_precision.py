@@ -19,7 +19,7 @@ from lumamba.export import export_onnx
 from lumamba.export.onnx.ort_runner import Runner
 from lumamba.montages import MONTAGES
 from lumamba.quant import calibrate, float_reference, quantize
-from lumamba.quant.calibration import Calibration
+from lumamba.quant.calibration import Calibration, merge_minmax
 from lumamba.quant.auto_precision import (choose_precision, cut_ranges, holdout_split, layer_extra_bytes,
                                            layer_inputs, logit_sqnr_db, plan_precision, record_plan)
 from lumamba.quant.export_step import quantize_for_export
@@ -181,3 +181,15 @@ def test_too_wide_input_range_is_cut_before_any_layer_goes_float(exported):
     q = quantize(root / "onnx", cut_ranges(cal, plan.clips), None, root / "cut")
     assert logit_sqnr_db(Runner(root / "onnx", "off")(x), q.qdq()(x)) == pytest.approx(plan.sqnr_db)
     assert plan.to_dict()["input_range_cuts"] == {key: {"factor": 0.25, "layer": BAD}}
+
+
+def test_merged_minmax_calibration_equals_calibrating_all_windows(exported):
+    """The export's final ranges come from the plan's probe calibration plus the held-out windows'."""
+    root, x, calibration = exported
+    fit, held = holdout_split(x)
+    merged = merge_minmax(calibrate(root / "onnx", fit, progress=False), calibrate(root / "onnx", held, progress=False))
+    assert merged.ranges == calibration.ranges and merged.features == calibration.features
+    assert merged.n_windows == len(x) and merged.structures == calibration.structures
+    other = Calibration("percentile", 99.9, 1, calibration.ranges, calibration.structures)
+    with pytest.raises(ValueError, match="only MinMax calibrations merge"):
+        merge_minmax(calibration, other)
