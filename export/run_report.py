@@ -8,7 +8,8 @@ memory region: `internal_flash`, `external_flash` where the board has one, `ram`
 (the least arena any placement of this schedule needs), `arena_bytes`, `parity` (the verification:
 reference, bit-exact or max abs error, summary), for int8 `drift` (drift.json's headline) and
 `int8_precision` (the automatic precision plan's headline from int8/quant.json: layers kept float,
-input ranges cut, their flash cost, held-out logit SQNR before and after) and, with
+per-feature input scales (layer -> alpha), input ranges cut, their flash cost, held-out logit
+SQNR before and after on the proxy, and the chosen plan's on the golden model) and, with
 `lumamba-export --profile`, `profile`: the file (profile.json), instructions per window per graph
 and the GEMM kernels' instructions per MAC.
 """
@@ -52,8 +53,8 @@ def run_report(*, board: str, precision: str, macs_per_window: int, memory: dict
         report["drift"].update(auroc_float=drift["float"]["auroc"], auroc_int8=drift["int8"]["auroc"],
                                logit_sqnr_db=drift["logits"]["sqnr_db"])
     if precision_plan is not None:
-        keys = ("mode", "float_layers", "input_range_cuts", "extra_flash_bytes", "all_int8_weight_bytes",
-                "all_int8_sqnr_db", "sqnr_db", "target_sqnr_db", "met")
+        keys = ("mode", "float_layers", "input_scales", "input_range_cuts", "extra_flash_bytes",
+                "all_int8_weight_bytes", "all_int8_sqnr_db", "sqnr_db", "golden_sqnr_db", "target_sqnr_db", "met")
         report["int8_precision"] = {k: precision_plan[k] for k in keys if k in precision_plan}
     if profile is not None:   # kernel_profile.KernelProfile.to_json()
         report["profile"] = {"file": "profile.json",

@@ -141,3 +141,19 @@ def test_folded_model_c_is_bit_exact_with_the_golden_model(exported, tmp_path):
                                  fixed_windows(manifest.n_channels, N_SAMPLES), board="host")
     result = verify_int8_on_board(project, "host")
     assert result.bit_exact and len(result.logits) >= 4
+
+
+def test_report_json_carries_the_plans_input_scales(exported):
+    """quant.json's plan -> report.json's `int8_precision`: the input scales and the golden SQNR."""
+    from lumamba.export.run_report import run_report
+    from lumamba.quant.export_step import quantize_for_export
+
+    root, x, _ = exported
+    q, _ = quantize_for_export(root / "onnx", x, root / "planned", target_db=200, budget=0.0, progress=False,
+                               warn=lambda _: None)
+    plan = json.loads((q.out_dir / "quant.json").read_text())["precision"]
+    assert set(plan["input_scales"]) == set(json.loads((q.out_dir / "quant.json").read_text())["input_scales"])
+    memory = {"flash": {"deployable": 1}, "ram": {"total": 1}}
+    report = run_report(board="host", precision="int8", macs_per_window=1, memory=memory, precision_plan=plan)
+    assert report["int8_precision"]["input_scales"] == plan["input_scales"]
+    assert report["int8_precision"]["golden_sqnr_db"] == plan["golden_sqnr_db"] is not None
