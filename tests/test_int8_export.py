@@ -108,6 +108,21 @@ def test_same_sources_bit_exact_on_host(m4_project):
     assert result.bit_exact and result.logits.shape == (N_VERIFIED, 2)
 
 
+def test_fast_host_scoring_build_is_bit_exact(m4_project):
+    """The library built for scoring (load_host_c(fast=True): -O3, vectorised for this machine,
+    the SMLAD form's portable fallback) scores windows bit-identically to the golden model, with
+    two workers in parallel."""
+    from lumamba.export.project.host_c_runner import load_host_c
+    from lumamba.quant import load_golden
+
+    out, run = m4_project
+    assert run.returncode == 0
+    golden = load_golden(out / INT8_DIR)
+    windows = eeg_like(6, golden.manifest.n_channels, golden.manifest.n_samples, seed=9)
+    model = load_host_c(out, workers=2, fast=True)
+    compare_bit_exact(model(windows), golden(windows), "host C (fast build)")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["cortex-m55", "riscv32"])
 def test_same_sources_bit_exact_on_other_boards(m4_project, board):

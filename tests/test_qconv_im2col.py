@@ -4,6 +4,7 @@ NumPy, an independent path) for edge shapes - odd widths, padding on every side,
 taller than one row, one input channel, zero points at the int8 limits - on the host (every form;
 the Arm forms as their portable fallbacks) and on the three QEMU boards (each board's own form).
 No tolerance: integer outputs have no rounding freedom."""
+import functools
 import re
 from types import SimpleNamespace
 
@@ -50,6 +51,13 @@ def _case(i):
     return attrs, params, x, want
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled(i: int, form: str):
+    """CASES[i] compiled for `form` (shared by the host and board tests: TVM's compile dominates)."""
+    attrs, params, x, _ = _case(i)
+    return compile_qnode("qconv", attrs, params, x.shape, f"qc{i}", gemm_form=form)
+
+
 def _host(graph, tmp_path):
     sources = [str(p) for p in sorted(KERNELS_DIR.glob("*.c"))]
     return build_graph_library(graph, tmp_path, extra_flags=["-I", str(KERNELS_DIR), *sources])
@@ -60,11 +68,15 @@ def test_cases_exercise_both_clamps_and_the_interior():
     assert (wants == 127).any() and (wants == -128).any() and ((wants > -128) & (wants < 127)).mean() > 0.3
 
 
-@pytest.mark.parametrize("form", sorted(KERNEL_FUNCTIONS))
-@pytest.mark.parametrize("i", range(len(CASES)))
+# every case with the host's own form; the Arm forms' weight layouts on two cases (their kernels
+# are the portable fallbacks here; the boards below run them for real)
+HOST_RUNS = [(i, "c_4x4") for i in range(len(CASES))] + [(i, f) for i in (0, 2) for f in ("smlad_2x2", "mve_4x2")]
+
+
+@pytest.mark.parametrize("i,form", HOST_RUNS)
 def test_qconv_calls_the_micro_kernel_bit_exact_on_host(tmp_path, form, i):
     attrs, params, x, want = _case(i)
-    graph = compile_qnode("qconv", attrs, params, x.shape, "qc", gemm_form=form)
+    graph = _compiled(i, form)
     # one call site, the requantisation in the kernel's epilogue (no int64 arithmetic left)
     assert graph.kernels_c.count(KERNEL_FUNCTIONS[form] + "(") == 1 and "2147483648" not in graph.kernels_c
     # the im2col scratch is one tile of columns in the arena (+ the int8 output tile, the SMLAD
@@ -92,9 +104,7 @@ def test_scalar_qconv_unchanged_without_a_form(tmp_path):
 
 def test_taps_are_indexed_without_division():
     """The tap loop is split into (Cin, kh, kw) loops, so the gather has no / or % per byte."""
-    attrs, params, x, _ = _case(2)
-    graph = compile_qnode("qconv", attrs, params, x.shape, "qc", gemm_form="c_4x4")
-    assert not re.search(r" [/%] ", graph.kernels_c)
+    assert not re.search(r" [/%] ", _compiled(2, "c_4x4").kernels_c)
 
 
 @pytest.mark.parametrize("board", ["cortex-m4f", "cortex-m55", "riscv32"])
@@ -103,8 +113,8 @@ def test_qconv_bit_exact_on_board(tmp_path, board):
     form = load_board(board).int8_gemm
     cases, wants = [], {}
     for i in range(len(CASES)):
-        attrs, params, x, want = _case(i)
-        graph = compile_qnode("qconv", attrs, params, x.shape, f"qc{i}", gemm_form=form)
+        _, _, x, want = _case(i)
+        graph = _compiled(i, form)
         assert KERNEL_FUNCTIONS[form] in graph.kernels_c
         cases.append((graph, x))
         wants[graph.name] = want
@@ -116,7 +126,6 @@ def test_qconv_bit_exact_on_board(tmp_path, board):
 
 
 def test_graph_harness_rejects_a_float_input(tmp_path):
-    attrs, params, x, _ = _case(1)
-    graph = compile_qnode("qconv", attrs, params, x.shape, "qc", gemm_form="c_4x4")
-    with pytest.raises(ValueError, match="graph qc: needs an int8 input of shape \\[1, 16, 2, 4\\]"):
-        run_graphs_on_board("host", [(graph, x.astype(np.float32))], tmp_path)
+    x = _case(1)[2]
+    with pytest.raises(ValueError, match="graph qc1: needs an int8 input of shape \\[1, 16, 2, 4\\]"):
+        run_graphs_on_board("host", [(_compiled(1, "c_4x4"), x.astype(np.float32))], tmp_path)
