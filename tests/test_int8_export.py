@@ -146,8 +146,9 @@ def test_a_one_ulp_difference_is_named(m4_project):
 
 
 def _int8_gemm_macs(project) -> dict[str, int]:
-    """Per graph, the MACs per window of its int8 MatMul/Gemm nodes, from the ONNX shapes and the
-    schedule (an independent count of what the GEMM micro-kernels must do)."""
+    """Per graph, the MACs per window of its int8 MatMul/Gemm and Conv nodes (a conv through im2col:
+    Cin x kh x kw per output element), from the ONNX shapes and the schedule (an independent count
+    of what the GEMM micro-kernels must do)."""
     import onnx
 
     manifest = json.loads((project / "onnx" / "manifest.json").read_text())
@@ -165,6 +166,8 @@ def _int8_gemm_macs(project) -> dict[str, int]:
                 trans_b = any(a.name == "transB" and a.i for a in node.attribute)
                 w = shapes[node.input[1]]
                 total += int(np.prod(shapes[node.input[0]])) * (w[0] if trans_b else w[-1])
+            elif node.op_type == "Conv" and nodes.get(f"{graph}:{node.name}", {}).get("int8"):
+                total += int(np.prod(shapes[node.output[0]])) * int(np.prod(shapes[node.input[1]][1:]))
         macs[graph] = total * n_runs
     return macs
 
