@@ -10,6 +10,8 @@ Route (Schedule.tensorize segfaults with the pinned apache-tvm-ffi, so no Tensor
    token loop into tiles (up to MAX_TILE_TOKENS tokens of the last leading axis), move the
    requantisation and every consumer that can move under the tile loop (reverse_compute_at), and
    blockize the two tile bodies: `qlinear_acc_o` (T tokens x N x K) and `qlinear_out_o` (T x N).
+   A qconv's im2col block (qconv_im2col, IM2COL_ATTR) is computed under the tile loop too, so its
+   column buffer shrinks to the tile's T x K bytes, and stays materialised (the kernel reads it).
 2. schedule.schedule_for_mcu inlines the consumers among themselves, as for any kernel.
 3. Structural rewrite: the body of `qlinear_acc_o` becomes one `T.call_extern` of the
    micro-kernel, which writes the int8 output tile itself (requantisation fused in its epilogue);
