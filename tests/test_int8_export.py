@@ -108,6 +108,21 @@ def test_same_sources_bit_exact_on_host(m4_project):
     assert result.bit_exact and result.logits.shape == (N_VERIFIED, 2)
 
 
+def test_fast_host_scoring_build_is_bit_exact(m4_project):
+    """The library built for scoring (load_host_c(fast=True): -O3, vectorised for this machine,
+    the SMLAD form's portable fallback) scores windows bit-identically to the golden model, with
+    two workers in parallel."""
+    from lumamba.export.project.host_c_runner import load_host_c
+    from lumamba.quant import load_golden
+
+    out, run = m4_project
+    assert run.returncode == 0
+    golden = load_golden(out / INT8_DIR)
+    windows = eeg_like(6, golden.manifest.n_channels, golden.manifest.n_samples, seed=9)
+    model = load_host_c(out, workers=2, fast=True)
+    compare_bit_exact(model(windows), golden(windows), "host C (fast build)")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["cortex-m55", "riscv32"])
 def test_same_sources_bit_exact_on_other_boards(m4_project, board):
@@ -131,8 +146,9 @@ def test_a_one_ulp_difference_is_named(m4_project):
 
 
 def _int8_gemm_macs(project) -> dict[str, int]:
-    """Per graph, the MACs per window of its int8 MatMul/Gemm nodes, from the ONNX shapes and the
-    schedule (an independent count of what the GEMM micro-kernels must do)."""
+    """Per graph, the MACs per window of its int8 MatMul/Gemm and Conv nodes (a conv through im2col:
+    Cin x kh x kw per output element), from the ONNX shapes and the schedule (an independent count
+    of what the GEMM micro-kernels must do)."""
     import onnx
 
     manifest = json.loads((project / "onnx" / "manifest.json").read_text())
@@ -150,6 +166,8 @@ def _int8_gemm_macs(project) -> dict[str, int]:
                 trans_b = any(a.name == "transB" and a.i for a in node.attribute)
                 w = shapes[node.input[1]]
                 total += int(np.prod(shapes[node.input[0]])) * (w[0] if trans_b else w[-1])
+            elif node.op_type == "Conv" and nodes.get(f"{graph}:{node.name}", {}).get("int8"):
+                total += int(np.prod(shapes[node.output[0]])) * int(np.prod(shapes[node.input[1]][1:]))
         macs[graph] = total * n_runs
     return macs
 

@@ -10,6 +10,8 @@ Route (Schedule.tensorize segfaults with the pinned apache-tvm-ffi, so no Tensor
    token loop into tiles (up to MAX_TILE_TOKENS tokens of the last leading axis), move the
    requantisation and every consumer that can move under the tile loop (reverse_compute_at), and
    blockize the two tile bodies: `qlinear_acc_o` (T tokens x N x K) and `qlinear_out_o` (T x N).
+   A qconv's im2col block (qconv_im2col, IM2COL_ATTR) is computed under the tile loop too, so its
+   column buffer shrinks to the tile's T x K bytes, and stays materialised (the kernel reads it).
 2. schedule.schedule_for_mcu inlines the consumers among themselves, as for any kernel.
 3. Structural rewrite: the body of `qlinear_acc_o` becomes one `T.call_extern` of the
    micro-kernel, which writes the int8 output tile itself (requantisation fused in its epilogue);
@@ -48,6 +50,9 @@ SUPPORTED = dict(KERNEL_FUNCTIONS)
 # annotations of a qlinear accumulation block that must call a micro-kernel (qlinear_te)
 FORM_ATTR = "lumamba.micro_kernel"
 Y_ZERO_POINT_ATTR = "lumamba.y_zero_point"
+# annotation of an im2col block feeding a qlinear (qconv_im2col): computed per token tile, its
+# value (Cin, kh, kw) splits the tap loop so that the C indexes taps without division
+IM2COL_ATTR = "lumamba.im2col"
 # Tokens per micro-kernel call when the qlinear's consumers fuse into the tile loop: the int8
 # output then lives in a tile of MAX_TILE_TOKENS x N bytes instead of M x N (weight reuse inside
 # a kernel call stops at 2 tokens for SMLAD/MVE and 4 for the portable tile, so larger tiles
@@ -163,6 +168,7 @@ def _tile(func, acc_name: str, lead: list[int], tile: int, move_consumers: bool)
             sch.fuse(*sch.get_loops(req)[:len(lead)])
         io, ii = sch.split(i, [1, m])
     sch.reverse_compute_at(req, io)
+    _columns_per_tile(sch, acc, io)
     if move_consumers and tile < m:
         direct = {sch.get(c).name_hint for c in sch.get_consumers(req)}
         if not _move_consumers(sch, req, io) >= direct:
@@ -170,6 +176,18 @@ def _tile(func, acc_name: str, lead: list[int], tile: int, move_consumers: bool)
     acc_tile = sch.blockize(ii)
     req_tile = sch.blockize(sch.get_loops(req)[len(lead) if tile < m else 1])   # the loop under io
     return sch, acc_tile, req_tile
+
+
+def _columns_per_tile(sch, acc, loop) -> None:
+    """An im2col producer of the accumulation (IM2COL_ATTR) is computed under the tile loop, so
+    its buffer shrinks to one tile of columns; its tap loop is split into (Cin, kh, kw) loops,
+    which the simplifier turns into plain indices."""
+    for producer in sch.get_producers(acc):
+        shape = sch.get(producer).annotations.get(IM2COL_ATTR)
+        if shape is None:
+            continue
+        sch.compute_at(producer, loop)
+        sch.split(sch.get_loops(producer)[-1], [int(d) for d in shape])
 
 
 def _move_consumers(sch, block, loop) -> set[str]:

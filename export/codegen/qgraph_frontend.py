@@ -18,7 +18,7 @@ import tvm
 from tvm import relax, topi
 
 from . import float_island_te as ft
-from . import integer_te, micro_kernel_tir
+from . import integer_te, micro_kernel_tir, qconv_im2col
 from .cgraph import CGraph
 from .kernel_layout import KERNEL_FUNCTIONS, relayout
 from .relax_to_c import compile_relax_to_c
@@ -58,11 +58,12 @@ def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Ma
     """emit_te of one qlinear/qconv node, its parameters as constants; the bias folded with the
     input zero point (integer_te.fold_bias) wherever that stays inside int32, and the left shift of
     the requantisation compiled only when some channel needs it. With `gemm_form` (a
-    kernel_layout form), a qlinear whose bias folds calls that int8 micro-kernel instead."""
+    kernel_layout form), a qlinear or qconv whose bias folds calls that int8 micro-kernel instead
+    (a qconv through im2col, qconv_im2col)."""
     bias = integer_te.fold_bias(params["weight"], params["bias"], int(attrs["x_zero_point"]))
     folded = bias is not None
-    if op == "qlinear" and gemm_form is not None and folded:
-        return _emit_qlinear_micro_kernel(bb, attrs, x, dict(params, bias=bias), gemm_form)
+    if gemm_form is not None and folded and op in ("qlinear", "qconv"):
+        return _emit_micro_kernel(bb, op, attrs, x, dict(params, bias=bias), gemm_form)
     left_shift = bool((params["shift"] > 0).any())
     values = dict(params, bias=bias) if folded else params
     consts = [relax.const(np.ascontiguousarray(values[role])) for role in INTEGER_ROLES]
@@ -74,15 +75,21 @@ def _emit_integer(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Ma
     return bb.emit_te(compute, x, *consts, primfunc_name_hint=op)
 
 
-def _emit_qlinear_micro_kernel(bb: relax.BlockBuilder, attrs: Mapping, x, params: Mapping[str, np.ndarray],
-                               form: str):
-    """A qlinear (folded bias in `params`) whose accumulation calls micro-kernel `form`
-    (micro_kernel_tir.qlinear_te; relax_to_c rewrites it after fusion): the weights stored in the
-    form's layout, bias, multiplier and shift as the rows of one (3, N) int32 constant, the
-    requantisation in the micro-kernel's epilogue. It fuses with its consumers as before."""
+def _emit_micro_kernel(bb: relax.BlockBuilder, op: str, attrs: Mapping, x, params: Mapping[str, np.ndarray],
+                       form: str):
+    """A qlinear or qconv (folded bias in `params`) whose accumulation calls micro-kernel `form`
+    (micro_kernel_tir.qlinear_te, qconv_im2col.qconv_te; relax_to_c rewrites it after fusion):
+    the weights stored in the form's layout, bias, multiplier and shift as the rows of one (3, N)
+    int32 constant, the requantisation in the micro-kernel's epilogue. It fuses with its
+    consumers as before."""
     zx, zy = int(attrs["x_zero_point"]), int(attrs["y_zero_point"])
-    weight = relax.const(np.ascontiguousarray(relayout(form, params["weight"])))
+    gemm_weight = qconv_im2col.conv_gemm_weight(params["weight"]) if op == "qconv" else params["weight"]
+    weight = relax.const(np.ascontiguousarray(relayout(form, gemm_weight)))
     qparams = relax.const(np.stack([params["bias"], params["multiplier"], params["shift"]]).astype(np.int32))
+    if op == "qconv":
+        kernel, pads, strides = params["weight"].shape[2:], attrs["pads"], attrs["strides"]
+        return bb.emit_te(lambda xq, w, qp: qconv_im2col.qconv_te(xq, w, qp, kernel, zx, zy, pads, strides, form),
+                          x, weight, qparams, primfunc_name_hint="qconv")
     return bb.emit_te(lambda xq, w, qp: micro_kernel_tir.qlinear_te(xq, w, qp, zx, zy, form), x, weight, qparams,
                       primfunc_name_hint="qlinear")
 

@@ -12,6 +12,10 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import ScheduleError
 
+# Annotation of a block that must stay materialised (never inlined into its consumers): the
+# im2col tile of a qconv, which a micro-kernel reads from memory (qconv_im2col).
+NO_INLINE_ATTR = "lumamba.no_inline"
+
 _CHEAP_CALLS = {"prim.if_then_else", "tirx.if_then_else", "prim.likely", "tirx.likely"}
 
 
@@ -123,7 +127,8 @@ def _unroll_innermost(sch, rv) -> None:
 def schedule_for_mcu(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """Inline cheap or single-use stages; fuse reduction epilogues into the reduction loop.
 
-    1. Spatial stages are inlined into their consumers unless that would repeat work.
+    1. Spatial stages are inlined into their consumers unless that would repeat work (or they
+       are annotated NO_INLINE_ATTR).
     2. An elementwise consumer of a reduction (bias add, activation) moves under the
        reduction's spatial loops, and the reduction's init is hoisted out of its reduction
        loop, so the accumulator shrinks to one element held in a local variable.
@@ -135,7 +140,7 @@ def schedule_for_mcu(func: tirx.PrimFunc) -> tirx.PrimFunc:
         changed = False
         for rv in _all_blocks(sch):
             block = sch.get(rv)
-            if not _is_spatial(block) or not sch.get_consumers(rv):
+            if not _is_spatial(block) or not sch.get_consumers(rv) or NO_INLINE_ATTR in block.annotations:
                 continue
             if _inlining_recomputes(sch, rv):
                 continue

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +31,12 @@ LIBRARY_DIR = Path("build") / "host-lib"   # inside the project
 GENERATED_PROJECT = "host_c"               # project generated inside an ONNX export directory
 
 
+# Extra flags of a library built for scoring many windows (`load_host_c(..., fast=True)`): the
+# vectoriser on for this machine's instruction set. Bit-exactness does not depend on them: the
+# float arithmetic stays as written (HOST_CFLAGS keep -ffp-contract=off, no -ffast-math), integer
+# arithmetic is exact whatever the instructions.
+SCORING_CFLAGS = ("-O3", "-march=native")
+
 # as firmware/project.mk builds them, relative to the firmware folder; plus every kernels/*.c
 RUNTIME_SOURCES = ("runtime/lumamba_runtime.c", "runtime/lumamba_fmath.c", "runtime/lumamba_normalise.c")
 
@@ -41,10 +48,11 @@ def _firmware_dir(project: Path) -> Path:
     return copy if complete else FIRMWARE_ROOT
 
 
-def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2) -> Path:
+def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 2,
+                          extra_flags: Sequence[str] = ()) -> Path:
     """Compile the project's model sources, the runtime and the int8 micro-kernels into a shared
-    library (cached by the sources' content, so an unchanged project is not rebuilt). Returns the
-    library's path."""
+    library (cached by the sources' content and the flags, so an unchanged project is not
+    rebuilt); `extra_flags` follow HOST_CFLAGS (e.g. SCORING_CFLAGS). Returns the library's path."""
     project = Path(project_dir)
     if shutil.which(cc) is None:
         raise FileNotFoundError(f"C compiler {cc!r} not found (Debian package gcc)")
@@ -53,7 +61,8 @@ def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 
                + sorted((firmware / "kernels").glob("*.c")))
     if not (project / "model.h").is_file() or not (project / "model.c").is_file():
         raise FileNotFoundError(f"{project} holds no generated model (model.c, model.h)")
-    digest = hashlib.sha256(" ".join((cc, *HOST_CFLAGS)).encode())
+    flags = (*HOST_CFLAGS, *extra_flags)
+    digest = hashlib.sha256(" ".join((cc, *flags)).encode())
     for path in sorted([*sources, *project.glob("*.h")]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     library = project / LIBRARY_DIR / f"liblumamba-{digest.hexdigest()[:16]}.so"
@@ -64,7 +73,7 @@ def build_project_library(project_dir: str | Path, cc: str = "gcc", jobs: int = 
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
         def compile_one(src: Path) -> Path:
             obj = Path(tmp) / (src.parent.name + "_" + src.stem + ".o")
-            _run([cc, *HOST_CFLAGS, *includes, "-c", str(src), "-o", str(obj)])
+            _run([cc, *flags, *includes, "-c", str(src), "-o", str(obj)])
             return obj
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -175,8 +184,10 @@ class HostCModel:
         return logits
 
 
-def load_host_c(out_dir: str | Path, cc: str = "gcc", workers: int = 1) -> HostCModel:
-    """The generated C of `out_dir`, built for the host and loaded (`workers` parallel copies).
+def load_host_c(out_dir: str | Path, cc: str = "gcc", workers: int = 1, fast: bool = False) -> HostCModel:
+    """The generated C of `out_dir`, built for the host and loaded (`workers` parallel copies);
+    `fast`: built with SCORING_CFLAGS (vectorised for this machine: for scoring many windows,
+    the same logits bit for bit).
 
     `out_dir` is a firmware project (holds model.h) or an ONNX export directory (holds
     manifest.json), whose C is then generated into `out_dir/host_c` first.
@@ -188,7 +199,7 @@ def load_host_c(out_dir: str | Path, cc: str = "gcc", workers: int = 1) -> HostC
                                     f"({MANIFEST_NAME})")
         out = _generate(out)
     defines = model_h_defines(out / "model.h")
-    library = build_project_library(out, cc)
+    library = build_project_library(out, cc, extra_flags=SCORING_CFLAGS if fast else ())
     return HostCModel(library, defines["N_CHANNELS"], defines["N_SAMPLES"], defines["N_CLASSES"], workers)
 
 

@@ -16,26 +16,36 @@
 
 #if !defined(__ARM_FEATURE_DSP) || __ARM_FEATURE_DSP != 1 || !defined(__ARM_FEATURE_MVE) || (__ARM_FEATURE_MVE & 1) == 0
 
-/* Where weight k of a row is stored: in the SMLAD layout (kernel_layout.relayout_smlad) every full
- * group of 4 is (w0, w2, w1, w3), i.e. bits 0 and 1 of the index swapped; the last k % 4 stay. */
-static int32_t smlad_position(int32_t i, int32_t full)
-{
-    return i < full ? ((i & ~3) | ((i & 1) << 1) | ((i >> 1) & 1)) : i;
-}
-
-/* y = requant(x . w^T + bias), one output at a time; `smlad_layout` selects the weight layout. */
+/* y[t][c] = requant(x_t . w_c + bias[c]) for the m tokens of x; `perm` (k bytes, or NULL) receives
+ * each token with every full group of 4 reordered as the SMLAD layout stores weights,
+ * (x0, x2, x1, x3), so that the dot product pairs each activation with its weight again. The
+ * inner loop is a plain int8 dot product without index arithmetic, which host compilers
+ * vectorise (scoring on the host runs the Cortex-M4F project's SMLAD form here). */
 static void gemm_loops(const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *multiplier,
                        const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n, int32_t k,
-                       int32_t smlad_layout)
+                       int8_t *perm)
 {
-    const int32_t full = k & ~3;
     for (int32_t t = 0; t < m; t++) {
+        const int8_t *xt = x + t * k;
+        if (perm != 0) {
+            const int32_t full = k & ~3;
+            int32_t i = 0;
+            for (; i < full; i += 4) {
+                perm[i] = xt[i];
+                perm[i + 1] = xt[i + 2];
+                perm[i + 2] = xt[i + 1];
+                perm[i + 3] = xt[i + 3];
+            }
+            for (; i < k; i++) {
+                perm[i] = xt[i];
+            }
+            xt = perm;
+        }
         for (int32_t c = 0; c < n; c++) {
             const int8_t *row = w + c * k;
             int32_t acc = bias[c];
             for (int32_t i = 0; i < k; i++) {
-                const int32_t at = smlad_layout ? smlad_position(i, full) : i;
-                acc += (int32_t)x[t * k + i] * (int32_t)row[at];
+                acc += (int32_t)xt[i] * (int32_t)row[i];
             }
             y[t * n + c] = lumamba_requantize_s8(acc, multiplier[c], shift[c], y_zero_point);
         }
@@ -49,8 +59,9 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
                                const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
                                int32_t k, int32_t *x_buf)
 {
-    (void)x_buf; /* the tuned form's widened activations; not needed here */
-    gemm_loops(x, w, bias, multiplier, shift, y_zero_point, y, m, n, k, 1);
+    /* The tuned form's scratch, LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) words (at least one), holds one
+     * reordered token: 16 * (k / 4) >= k bytes for k >= 4, 4 bytes >= k below. */
+    gemm_loops(x, w, bias, multiplier, shift, y_zero_point, y, m, n, k, (int8_t *)x_buf);
 }
 #endif
 
