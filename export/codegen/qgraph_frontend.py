@@ -215,6 +215,12 @@ def _integer(bb, graph, node, args, folded, gemm_form: str | None = None):
     return [_emit_integer(bb, node.op, node.attrs, args[0], params, gemm_form)]
 
 
+@lowering("lut")
+def _lut(bb, graph, node, args, folded):
+    table = graph.constants[node.params["table"]]
+    return [bb.emit_te(ft.lookup_table, args[0], relax.const(np.ascontiguousarray(table)), primfunc_name_hint="lut")]
+
+
 @lowering(*ft.BINARY, *ft.COMPARE)
 def _binary(bb, graph, node, args, folded):
     fn = ft.BINARY.get(node.op) or ft.COMPARE[node.op]
