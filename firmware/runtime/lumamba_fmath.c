@@ -1,5 +1,5 @@
 /* C port of lumamba/quant/fmath.py: same constants, same operations, same order.
- * exp, softplus and sigmoid are static inline in lumamba_fmath.h (called per element in the
+ * exp, log1p, softplus and sigmoid are static inline in lumamba_fmath.h (called per element in the
  * kernels' inner loops, where a call would cost as much as the function). */
 #include "lumamba_fmath.h"
 
@@ -7,9 +7,6 @@
 #include <stdint.h>
 
 #define LMB_ARRAY_LEN(a) ((int32_t)(sizeof(a) / sizeof((a)[0])))
-
-static const float LOG1P_POLY[5] = {0x1.555556p-1f, 0x1.9998d2p-2f, 0x1.24c9a2p-2f,
-                                    0x1.bc7e66p-3f, 0x1.dbe572p-3f};
 
 static const float ATAN_POLY[5] = {-0x1.555554p-2f, 0x1.99973ep-3f, -0x1.2421a4p-3f,
                                    0x1.b82adcp-4f, -0x1.0892d6p-4f};
@@ -38,13 +35,6 @@ static float horner(const float *c, int32_t n, float t)
     p = p * t + c[i];
   }
   return p;
-}
-
-float lmb_log1pf(float u)
-{
-  float s = u / (2.0f + u);
-  float s2 = s * s;
-  return s * (2.0f + s2 * horner(LOG1P_POLY, LMB_ARRAY_LEN(LOG1P_POLY), s2));
 }
 
 float lmb_erff(float x)

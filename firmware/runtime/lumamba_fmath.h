@@ -4,7 +4,7 @@
  * Bit-exactness needs IEEE float32 arithmetic (FLT_EVAL_METHOD 0), -ffp-contract=off, no
  * -ffast-math and no flush-to-zero. A NaN argument gives a NaN (payload unspecified).
  *
- * exp and the two functions built on it are static inline: the generated kernels call them once
+ * exp, log1p and the functions built on them are static inline: the generated kernels call them once
  * per element (the selective scan: d_inner x d_state exp per token), and inlined they cost about
  * 25 instructions instead of a call, a floorf() call and a coefficient loop. */
 #ifndef LUMAMBA_FMATH_H_
@@ -14,7 +14,6 @@
 #include <stdint.h>
 #include <string.h>
 
-float lmb_log1pf(float u);    /* u in [0, 1] */
 float lmb_erff(float x);
 float lmb_atanf(float x);
 
@@ -26,14 +25,17 @@ static inline float lmb_expf(float x)
   const float shifter = 0x1.8p+23f;
   float k, n, r, p, two_n;
   uint32_t bits;
-  if (x != x) {
-    return x;
-  }
-  if (x < -86.5f) {
-    return 0.0f;
-  }
-  if (x > 88.0f) {
-    return INFINITY;
+  memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7FFFFFFFu) > 0x42AD0000u) { /* |x| > 86.5, inf or NaN: one integer test in the common case */
+    if (x != x) {
+      return x;
+    }
+    if (x < -86.5f) {
+      return 0.0f;
+    }
+    if (x > 88.0f) {
+      return INFINITY;
+    }
   }
   k = x * 0x1.715476p+0f + shifter; /* shifter + n, n in [-125, 127] */
   n = k - shifter;
@@ -49,6 +51,19 @@ static inline float lmb_expf(float x)
   bits = (bits << 23) + 0x3F800000u; /* 2^n */
   memcpy(&two_n, &bits, sizeof two_n);
   return p * two_n;
+}
+
+/* log(1 + u) for u in [0, 1]: s = u / (2 + u), log1p(u) = s * (2 + s^2 Q(s^2)) */
+static inline float lmb_log1pf(float u)
+{
+  float s = u / (2.0f + u);
+  float s2 = s * s;
+  float q = 0x1.dbe572p-3f;
+  q = q * s2 + 0x1.bc7e66p-3f;
+  q = q * s2 + 0x1.24c9a2p-2f;
+  q = q * s2 + 0x1.9998d2p-2f;
+  q = q * s2 + 0x1.555556p-1f;
+  return s * (2.0f + s2 * q);
 }
 
 /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)) */
