@@ -16,8 +16,7 @@ from lumamba.quant import fmath
 
 from .boards import Board, load_board
 from .build import check_toolchain
-from .kernel_harness import CFLAGS, KernelRunError
-from .qemu import run_command
+from .kernel_harness import CFLAGS, KernelRunError, run_harness
 
 HARNESS = FIRMWARE_ROOT / "runtime" / "harness" / "fmath_harness.c"
 # harness function -> its golden-model definition, in the harness's order
@@ -76,14 +75,7 @@ def build_fmath_harness(board: Board | str, x: np.ndarray, out_dir: str | Path,
 
 def run_fmath_harness(elf: str | Path, board: Board | str, timeout_s: float = 300.0) -> list[FmathResult]:
     """Run a harness (QEMU, or natively for the host) and parse its F lines."""
-    board = board if isinstance(board, Board) else load_board(board)
-    cmd = run_command(elf, board)
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise KernelRunError(f"{' '.join(cmd)} did not finish within {timeout_s} s") from None
-    output = proc.stdout + proc.stderr
+    cmd, proc, output = run_harness(elf, board, timeout_s)
     lines = [f for f in (line.split() for line in output.splitlines()) if f]
     results = [FmathResult(f[1], int(f[2]), int(f[3]), int(f[4], 16)) for f in lines if f[0] == "F" and len(f) == 5]
     if ["DONE", "0"] not in lines or proc.returncode != 0 or len(results) != len(FUNCTIONS):
