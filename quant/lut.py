@@ -31,8 +31,10 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Sqrt", "Exp"
 COSTLY = frozenset({"Exp", "Erf", "Atan", "Sigmoid", "Softplus", "Div", "Sqrt"})
 BOOL_OUTPUT = frozenset({"Greater", "Less", "LessOrEqual", "IsNaN"})
 CODES = np.arange(-128, 128).astype(np.int8)
-# flash per table: C x 256 entries of 1 (int8) or 4 (float32) bytes
-DEFAULT_MAX_TABLE_BYTES = 16384
+# flash per table: C x 256 entries of 1 (int8) or 4 (float32) bytes. 64 KiB admits the frontend GELU
+# (a bias per channel: 168 int8 tables, 42 KiB), which saves ~11 M of 86 M instructions per window
+# of the demo model on the Cortex-M4F (BENCHMARKS.md, issue 11)
+DEFAULT_MAX_TABLE_BYTES = 65536
 
 
 def _channels(graph: QGraph, name: str, last: int) -> int | None:

@@ -59,10 +59,10 @@ GRAPHS = {          # graph -> C functions its kernels must call (proof that the
     "frontend": ["lmb_atanf(", "lmb_erff(", "sqrtf("],
 }
 # graph -> its lookup tables (quant/lut.py): the GELUs before an int8 layer (int8 tables) and the
-# scan's dt = softplus(dt_proj(x)) (a float table); the frontend's GELU has a bias per channel
-# (168 x 256 B, above the default table size)
+# scan's dt = softplus(dt_proj(x)) (a float table); the frontend's frequency-MLP GELU has a bias
+# per channel (one int8 table per channel); its patch-conv GELUs follow a normalisation (no table)
 LUTS = {"head_out": [], "head_step": ["gelu.q.lut", "softplus.lut"], "block0_fwd": ["softplus.lut"],
-        "unify": ["gelu.lut", "gelu_1.q.lut"], "frontend": []}
+        "unify": ["gelu.lut", "gelu_1.q.lut"], "frontend": ["gelu_3.q.lut"]}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
