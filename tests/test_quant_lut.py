@@ -5,13 +5,17 @@ golden model (bit for bit)."""
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
 
 from lumamba.export.codegen.host_graph import build_graph_library
 from lumamba.export.codegen.qgraph_frontend import compile_qgraph
+from lumamba.export.codegen.kernel_layout import KERNEL_FUNCTIONS
+from lumamba.export.project.kernel_harness import KERNELS_DIR
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
+from lumamba.quant.fixed_point import quantize_multiplier
 from lumamba.quant.golden import GraphExecutor
 from lumamba.quant.lut import fold_lookup_tables
 from lumamba.quant.ops import lookup
@@ -145,3 +149,45 @@ def test_generated_c_with_tables_bit_exact(tmp_path):
         ref = run({"x": x})
         for (name, _), got in zip(graph.outputs, host(x)):
             assert _same_bits(got, ref[name]), f"rows {start}: {name} differs"
+
+
+def _qlinear_gelu_graph(rng, m: int = 20, k: int = 16, n: int = 12) -> QGraph:
+    """quantize -> qlinear -> GELU with a per-channel bias -> quantize -> dequantize (as the frontend's
+    frequency MLP): after folding, qlinear -> lut (per channel, int8) -> dequantize."""
+    mult, shift = zip(*[quantize_multiplier(0.02 * (1 + 0.1 * c)) for c in range(n)])
+    consts = {"fc.weight": rng.integers(-127, 128, (n, k)).astype(np.int8),
+              "fc.bias": rng.integers(-3000, 3000, n).astype(np.int32),
+              "fc.multiplier": np.array(mult, np.int32), "fc.shift": np.array(shift, np.int32),
+              "b": rng.normal(0, 0.3, n).astype(np.float32), "sqrt2": np.float32([1.4142135]),
+              "one": np.float32([1.0]), "half": np.float32([0.5])}
+    nodes = [QNode("quantize", "q", ["x"], ["x.q"], {"scale": 0.05, "inv_scale": 20.0, "zero_point": -3}),
+             QNode("qlinear", "fc", ["x.q"], ["h.q"], {"x_zero_point": -3, "y_zero_point": 4},
+                   {r: f"fc.{r}" for r in ("weight", "bias", "multiplier", "shift")}),
+             QNode("dequantize", "dq", ["h.q"], ["h"], {"scale": 0.04, "zero_point": 4}),
+             QNode("Add", "ab", ["h", "b"], ["hb"]), QNode("Div", "d", ["hb", "sqrt2"], ["g0"]),
+             QNode("Erf", "e", ["g0"], ["g1"]), QNode("Add", "a1", ["g1", "one"], ["g2"]),
+             QNode("Mul", "m1", ["hb", "g2"], ["g3"]), QNode("Mul", "m2", ["g3", "half"], ["gelu"]),
+             QNode("quantize", "gq", ["gelu"], ["gelu.q"], {"scale": 0.03, "inv_scale": 1 / 0.03, "zero_point": -50}),
+             QNode("dequantize", "gdq", ["gelu.q"], ["y"], {"scale": 0.03, "zero_point": -50})]
+    g = QGraph("fz", "test", [("x", (m, k))], [("y", (m, n))], nodes, consts)
+    env = GraphExecutor(g)({"x": np.zeros((m, k), np.float32)}, keep=True)
+    g.tensors = {a: {"dtype": str(v.dtype), "shape": list(v.shape)} for a, v in env.items()}
+    return g
+
+
+@pytest.mark.parametrize("form", sorted(KERNEL_FUNCTIONS))
+def test_table_fuses_into_the_micro_kernel_tile(form, tmp_path):
+    """The lut is element-wise for TVM's fusion: it runs in the qlinear's tile (one kernel, no
+    int8 intermediate in RAM), bit-exact with the golden model (host: the Arm forms' fallbacks)."""
+    rng = np.random.default_rng(4)
+    graph = fold_lookup_tables(_qlinear_gelu_graph(rng))
+    assert [n.op for n in graph.nodes] == ["quantize", "qlinear", "lut", "dequantize"]
+    cgraph = compile_qgraph(graph, "fz", form)
+    assert re.findall(r"void (fz_k\w+)\(", cgraph.kernels_c) == ["fz_k0_quantize", "fz_k1_qlinear_lut_dequantize"]
+    sources = [str(p) for p in sorted(KERNELS_DIR.glob("*.c"))]
+    host = build_graph_library(cgraph, tmp_path, extra_flags=["-I", str(RUNTIME), "-I", str(KERNELS_DIR),
+                                                              str(RUNTIME / "lumamba_fmath.c"), *sources])
+    run = GraphExecutor(graph)
+    for trial in range(3):
+        x = rng.normal(0, 3, (20, 16)).astype(np.float32)
+        assert _same_bits(host(x)[0], run({"x": x})["y"]), f"{form} trial {trial}"
