@@ -4,9 +4,10 @@
  * Bit-exactness needs IEEE float32 arithmetic (FLT_EVAL_METHOD 0), -ffp-contract=off, no
  * -ffast-math and no flush-to-zero. A NaN argument gives a NaN (payload unspecified).
  *
- * exp, log1p and the functions built on them are static inline: the generated kernels call them once
- * per element (the selective scan: d_inner x d_state exp per token), and inlined they cost about
- * 25 instructions instead of a call, a floorf() call and a coefficient loop. */
+ * exp, log1p and the functions built on them are static inline: the generated kernels call
+ * them once per element (the selective scan: d_inner x d_state exp per token), and inlined exp
+ * costs about 30 instructions on the Cortex-M4F instead of ~90 (a call, a floorf() call and a
+ * coefficient loop). */
 #ifndef LUMAMBA_FMATH_H_
 #define LUMAMBA_FMATH_H_
 
