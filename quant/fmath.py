@@ -29,11 +29,16 @@ def _c(*hexes: str) -> tuple[np.float32, ...]:
 
 
 # exp: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite: LN2_HI has 9 significant bits, so n * LN2_HI
-# is exact for |n| < 2^15), exp(r) by a degree-6 polynomial, then times 2^n.
+# is exact for |n| < 2^15), exp(r) by a degree-6 polynomial, then times 2^n. n is rounded to the
+# nearest integer by adding and subtracting 1.5 * 2^23 (EXP_SHIFTER): no floor() call, and the low
+# bits of k = x log2(e) + EXP_SHIFTER hold n, so 2^n is built from k's bits by two integer
+# operations ((bits(k) << 23) + bits(1.0f)), without a float -> int conversion.
 LOG2E, LN2_HI, LN2_LO = _c("0x1.715476p+0", "0x1.63p-1", "-0x1.bd0106p-13")
+EXP_SHIFTER = F32(12582912.0)      # 0x1.8p+23
 EXP_POLY = _c("0x1p+0", "0x1p+0", "0x1p-1", "0x1.5553f6p-3", "0x1.55545ap-5", "0x1.1276a8p-7", "0x1.6daf52p-10")
 EXP_MAX = F32(88.0)    # above: +inf (exp(88) = 1.65e38 is the largest result computed)
 EXP_MIN = F32(-86.5)   # below: 0 (2^n stays >= 2^-125, so no subnormal intermediate)
+ONE_BITS = np.uint32(0x3F800000)
 
 # log1p(u) for u in [0, 1]: s = u / (2 + u) in [0, 1/3], log1p(u) = 2 atanh(s) = s * (2 + s^2 Q(s^2)).
 LOG1P_POLY = _c("0x1.555556p-1", "0x1.9998d2p-2", "0x1.24c9a2p-2", "0x1.bc7e66p-3", "0x1.dbe572p-3")
@@ -73,9 +78,10 @@ def exp(x: np.ndarray) -> np.ndarray:
     """exp(x) for finite float32 x; 0 below -86.5, +inf above 88."""
     x = _f32(x)
     xc = np.minimum(np.maximum(x, EXP_MIN), EXP_MAX)
-    n = np.floor(xc * LOG2E + F32(0.5))               # in [-125, 127]
+    k = xc * LOG2E + EXP_SHIFTER                       # EXP_SHIFTER + n, n in [-125, 127]
+    n = k - EXP_SHIFTER
     r = (xc - n * LN2_HI) - n * LN2_LO
-    two_n = ((n.astype(np.int32) + 127) << 23).view(np.float32)   # 2^n built from its exponent bits
+    two_n = ((k.view(np.uint32) << np.uint32(23)) + ONE_BITS).view(np.float32)   # 2^n from k's low bits
     y = horner(EXP_POLY, r) * two_n
     y = np.where(x < EXP_MIN, F32(0.0), y)
     return np.where(x > EXP_MAX, F32(np.inf), y)

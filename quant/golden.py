@@ -19,6 +19,8 @@ MultiplyByQuantizedMultiplier, see `fixed_point.py`):
   acc = bias[co] + sum over taps (ci, i, j) inside the input of (xq - x_zp) * weight; taps in the
   padding contribute 0; then as qlinear. Strides and pads (top, left, bottom, right) in `attrs`.
 - dequantize q(i8) -> x(f32): x = (float)(q - zp) * scale.
+- lut       q(i8) -> y (i8 or f32): y[..., c] = table[c or 0, q[..., c] + 128], table (C or 1, 256)
+  (quant/lut.py: an element-wise chain of float ops tabulated with these very ops).
 
 Float ops (float32, IEEE 754 round-to-nearest, no fused multiply-add: -ffp-contract=off, no
 -ffast-math, subnormals kept). Element-wise ops (Add, Sub, Mul, Div, Neg, Abs, Sqrt, comparisons,

@@ -129,6 +129,24 @@ def _conv_taps(x: np.ndarray, w: np.ndarray, attrs: dict, dtype) -> np.ndarray:
     return acc
 
 
+@op("lut")
+def _lut(node, q, *, params=None):
+    """y[..., c] = table[c, q[..., c] + 128]; table (1 or C, 256), int8 or float32 (see lut.py)."""
+    return [lookup(q, params["table"], node.name)]
+
+
+def lookup(q: np.ndarray, table: np.ndarray, name: str = "lut") -> np.ndarray:
+    """The `lut` op on an int8 tensor q (..., C): table[0 or c, q + 128]."""
+    if q.dtype != np.int8:
+        raise TypeError(f"node {name} (lut): input must be int8, got {q.dtype}")
+    channels = q.shape[-1] if q.ndim else 1
+    if table.ndim != 2 or table.shape[1] != 256 or table.shape[0] not in (1, channels):
+        raise ValueError(f"node {name} (lut): table of shape {table.shape} does not fit an input of shape "
+                         f"{q.shape} (expected (1, 256) or ({channels}, 256))")
+    index = q.astype(np.int64) + 128
+    return table[0][index] if table.shape[0] == 1 else table[np.arange(channels), index]
+
+
 # ---- float ops: element-wise -------------------------------------------------------------------
 
 def _binary(fn):

@@ -49,6 +49,8 @@ def _activation_overrides(qgraph: QGraph) -> dict[str, list[dict]]:
         elif node.op in ("qlinear", "qconv"):      # an int8 output read only by int8 nodes has no dequantize
             tensor = node.outputs[0][:-len(".q")]
             out[tensor] = [_params(node.attrs["y_scale"], node.attrs["y_zero_point"])]
+        elif node.op == "lut" and "zero_point" in node.attrs:    # a table that ends in a quantize (lut.py)
+            out[node.outputs[0][:-len(".q")]] = [_params(node.attrs["scale"], node.attrs["zero_point"])]
     return out
 
 

@@ -11,7 +11,8 @@
 
 Nodes are in execution order. A node input is a graph input, an earlier node's output or a key of
 the .npz. The ops and their exact arithmetic are specified in `golden.py`; `quantize`,
-`dequantize`, `qlinear` and `qconv` are the integer ones, every other op is an ONNX (opset 18) op
+`dequantize`, `qlinear` and `qconv` are the integer ones, `lut` a 256-entry table of an int8
+tensor (quant/lut.py, `<node>.table` in the .npz), every other op is an ONNX (opset 18) op
 computed in float32. Scales in the JSON are float32 values written as the shortest decimal that
 reads back to the same float32. A tap names the tensor holding a Linear/Conv/MatMul node's output
 (int8 with its scale and zero point, or float32), for per-layer error measurements.
@@ -27,7 +28,7 @@ import numpy as np
 
 FORMAT = "lumamba-qgraph"
 VERSION = 1
-INTEGER_OPS = ("quantize", "dequantize", "qlinear", "qconv")
+INTEGER_OPS = ("quantize", "dequantize", "qlinear", "qconv", "lut")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from lumamba.export.onnx.manifest import Manifest
 from .calibration import Calibration
 from .config import Candidate, QuantConfig, as_config
 from .convert import build_qgraph
+from .lut import fold_lookup_tables
 from .convert import candidates as graph_candidates
 from .input_scales import fold_layers
 from .golden import INDEX, INDEX_FORMAT, INDEX_VERSION, GoldenRunner, GraphExecutor
@@ -102,6 +103,7 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
         int8 = {node for (graph, node), q in decisions.items() if graph == g.name and q}
         graphs[g.name] = build_qgraph(models[g.name], g, int8, ranges.get(g.name, {}), weights)
         _record_tensors(graphs[g.name])
+        fold_lookup_tables(graphs[g.name])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for graph in graphs.values():

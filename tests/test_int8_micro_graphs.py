@@ -53,17 +53,23 @@ def micro(tmp_path_factory):
 
 GRAPHS = {          # graph -> C functions its kernels must call (proof that the op was lowered, not folded)
     "head_out": ["roundf("],
-    "head_step": ["lmb_expf(", "lmb_sigmoidf(", "lmb_softplusf(", "lmb_erff("],
-    "block0_fwd": ["lmb_expf(", "lmb_sigmoidf(", "lmb_softplusf(", "sqrtf("],
-    "unify": ["lmb_expf(", "lmb_erff(", "sqrtf("],
+    "head_step": ["lmb_expf(", "lmb_sigmoidf("],
+    "block0_fwd": ["lmb_expf(", "lmb_sigmoidf(", "sqrtf("],
+    "unify": ["lmb_expf(", "sqrtf("],
     "frontend": ["lmb_atanf(", "lmb_erff(", "sqrtf("],
 }
+# graph -> its lookup tables (quant/lut.py): the GELUs before an int8 layer (int8 tables) and the
+# scan's dt = softplus(dt_proj(x)) (a float table); the frontend's frequency-MLP GELU has a bias
+# per channel (one int8 table per channel); its patch-conv GELUs follow a normalisation (no table)
+LUTS = {"head_out": [], "head_step": ["gelu.q.lut", "softplus.lut"], "block0_fwd": ["softplus.lut"],
+        "unify": ["gelu.lut", "gelu_1.q.lut"], "frontend": ["gelu_3.q.lut"]}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_graph_bit_exact_with_golden(micro, name, tmp_path):
     recorded = micro.executors[name]
     graph = recorded.graph
+    assert [n.name for n in graph.nodes if n.op == "lut"] == LUTS[name]
     cgraph = compile_qgraph(graph, name)
     for call in GRAPHS[name]:
         assert call in cgraph.kernels_c, f"{name}: {call} missing from the kernels"

@@ -25,6 +25,7 @@ from lumamba.quant import calibrate, float_reference, load_golden, load_qdq, qua
 from lumamba.quant.calibration import record_feeds
 from lumamba.quant.drift import LayerErrors
 from lumamba.quant.golden import GraphExecutor
+from lumamba.quant.lut import DEFAULT_MAX_TABLE_BYTES
 from lumamba.quant.qgraph import QGraph
 from lumamba.export.onnx.schedule import run_schedule
 
@@ -175,9 +176,15 @@ def test_integer_parameters_have_integer_types_and_are_a_quarter_of_float(micro)
             assert {p[r].dtype for r in ("bias", "multiplier", "shift")} == {np.dtype(np.int32)}
             assert ((p["multiplier"] >= 2 ** 30) | (p["multiplier"] == 0)).all() and (p["shift"] <= 0).all()
     # all constants together (int8 weights, int32 per-channel parameters, the float islands' float32
-    # constants) against the float model's: micro's layers are narrow, so per-channel data weighs in
-    total = sum(v.nbytes for g in micro["quantized"].graphs.values() for v in g.constants.values())
+    # constants) against the float model's: micro's layers are narrow, so per-channel data weighs in.
+    # The lookup tables (quant/lut.py) are new data traded for speed, not parameters: counted apart
+    luts = [(g, n) for g in micro["quantized"].graphs.values() for n in g.nodes if n.op == "lut"]
+    tables = {n.params["table"] for _, n in luts}
+    total = sum(v.nbytes for g in micro["quantized"].graphs.values() for k, v in g.constants.items() if k not in tables)
     assert total < 0.4 * summary["float_model_bytes"]
+    for g, n in luts:
+        t = g.constants[n.params["table"]]
+        assert t.shape[1] == 256 and t.dtype in (np.int8, np.float32) and t.nbytes <= DEFAULT_MAX_TABLE_BYTES
 
 
 def test_config_moves_a_layer_to_float(micro, tmp_path):

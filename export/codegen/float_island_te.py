@@ -200,3 +200,10 @@ def cast_f32(x: te.Tensor) -> te.Tensor:
 BINARY = {"Add": topi.add, "Sub": topi.subtract, "Mul": topi.multiply, "Div": topi.divide}
 COMPARE = {"Greater": topi.greater, "Less": topi.less, "LessOrEqual": topi.less_equal}
 UNARY = {"Neg": topi.negative, "Abs": topi.abs, "Sqrt": topi.sqrt}
+
+
+def lookup_table(q: te.Tensor, table: te.Tensor) -> te.Tensor:
+    """The `lut` op (lumamba.quant.lut): y[..., c] = table[0 or c, q[..., c] + 128], table (1 or C, 256)."""
+    per_channel = int(table.shape[0]) > 1
+    return te.compute(q.shape, lambda *i: table[i[-1] if per_channel else 0, q[i].astype("int32") + 128],
+                      name="lut")

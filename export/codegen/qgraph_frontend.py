@@ -29,11 +29,30 @@ __all__ = ["compile_qgraph", "compile_qnode", "fuse_passes", "LOWERINGS"]
 FMATH_HEADER = "lumamba_fmath.h"
 
 
+# PrimFuncs carrying this attribute are element-wise per output element (a table lookup).
+ELEMENTWISE_ATTR = "lumamba_elementwise"
+_ELEMWISE_PATTERN = 0          # relax OpPatternKind kElemWise
+
+
+@tvm.transform.module_pass(opt_level=0, name="LumambaMarkElementwise")
+def mark_elementwise(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """op_pattern = element-wise for the PrimFuncs marked ELEMENTWISE_ATTR. AnnotateTIROpPattern
+    calls a table lookup injective (its index into the constant table depends on the data), and
+    FuseOps fuses only element-wise consumers into a qlinear's tile: unfused, the frontend's
+    704 x 168 int8 GELU input would live in RAM between two kernels. The fused loop computes the
+    same values: each output element reads only its own input element (and the constant table)."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and ELEMENTWISE_ATTR in func.attrs:
+            mod[gv] = func.with_attr("op_pattern", _ELEMWISE_PATTERN)
+    return mod
+
+
 def fuse_passes() -> tvm.transform.Pass:
     """The ONNX front end's fusion passes without LegalizeOps/FoldConstant: every computation
     here is already a TE function, and folding would run it through TVM's own (LLVM) arithmetic."""
     return tvm.transform.Sequential([
         relax.transform.AnnotateTIROpPattern(),
+        mark_elementwise,
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
@@ -220,6 +239,16 @@ def _integer(bb, graph, node, args, folded, gemm_form: str | None = None):
     params = {role: graph.constants[key] for role, key in node.params.items()}
     check_integer_params(node.name, params)
     return [_emit_integer(bb, node.op, node.attrs, args[0], params, gemm_form)]
+
+
+@lowering("lut")
+def _lut(bb, graph, node, args, folded):
+    """The table lookup, marked element-wise (see `mark_elementwise`)."""
+    table = graph.constants[node.params["table"]]
+    out = bb.emit_te(ft.lookup_table, args[0], relax.const(np.ascontiguousarray(table)), primfunc_name_hint="lut")
+    gv = bb.lookup_binding(out).args[0]
+    bb.update_func(gv, bb.get()[gv].with_attr(ELEMENTWISE_ATTR, 1))
+    return [out]
 
 
 @lowering(*ft.BINARY, *ft.COMPARE)

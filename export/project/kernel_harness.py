@@ -172,8 +172,8 @@ def build_board_harness(board: Board | str, cases: list[GemmCase], out_dir: str 
     return elf
 
 
-def run_board_harness(elf: str | Path, board: Board | str, timeout_s: float = 300.0) -> list[KernelResult]:
-    """Run a harness ELF (QEMU, or natively for host) and parse its Y lines."""
+def run_harness(elf: str | Path, board: Board | str, timeout_s: float) -> tuple[list[str], subprocess.CompletedProcess, str]:
+    """Run a test application (QEMU, or natively for host): (command, process, stdout + stderr)."""
     board = board if isinstance(board, Board) else load_board(board)
     cmd = run_command(elf, board)
     try:
@@ -181,7 +181,12 @@ def run_board_harness(elf: str | Path, board: Board | str, timeout_s: float = 30
                               timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise KernelRunError(f"{' '.join(cmd)} did not finish within {timeout_s} s") from None
-    output = proc.stdout + proc.stderr
+    return cmd, proc, proc.stdout + proc.stderr
+
+
+def run_board_harness(elf: str | Path, board: Board | str, timeout_s: float = 300.0) -> list[KernelResult]:
+    """Run a harness ELF (QEMU, or natively for host) and parse its Y lines."""
+    cmd, proc, output = run_harness(elf, board, timeout_s)
     results = []
     done = False
     for fields in (line.split() for line in output.splitlines()):

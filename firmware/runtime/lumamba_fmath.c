@@ -1,22 +1,12 @@
-/* C port of lumamba/quant/fmath.py: same constants, same operations, same order. */
+/* C port of lumamba/quant/fmath.py: same constants, same operations, same order.
+ * exp, log1p, softplus and sigmoid are static inline in lumamba_fmath.h (called per element in the
+ * kernels' inner loops, where a call would cost as much as the function). */
 #include "lumamba_fmath.h"
 
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 #define LMB_ARRAY_LEN(a) ((int32_t)(sizeof(a) / sizeof((a)[0])))
-
-static const float LOG2E = 0x1.715476p+0f;
-static const float LN2_HI = 0x1.63p-1f;
-static const float LN2_LO = -0x1.bd0106p-13f;
-static const float EXP_POLY[7] = {0x1p+0f, 0x1p+0f, 0x1p-1f, 0x1.5553f6p-3f, 0x1.55545ap-5f,
-                                  0x1.1276a8p-7f, 0x1.6daf52p-10f};
-static const float EXP_MAX = 88.0f;
-static const float EXP_MIN = -86.5f;
-
-static const float LOG1P_POLY[5] = {0x1.555556p-1f, 0x1.9998d2p-2f, 0x1.24c9a2p-2f,
-                                    0x1.bc7e66p-3f, 0x1.dbe572p-3f};
 
 static const float ATAN_POLY[5] = {-0x1.555554p-2f, 0x1.99973ep-3f, -0x1.2421a4p-3f,
                                    0x1.b82adcp-4f, -0x1.0892d6p-4f};
@@ -45,45 +35,6 @@ static float horner(const float *c, int32_t n, float t)
     p = p * t + c[i];
   }
   return p;
-}
-
-float lmb_expf(float x)
-{
-  float xc, n, r, two_n;
-  uint32_t bits;
-  if (x != x) {
-    return x;
-  }
-  if (x < EXP_MIN) {
-    return 0.0f;
-  }
-  if (x > EXP_MAX) {
-    return INFINITY;
-  }
-  xc = x;
-  n = floorf(xc * LOG2E + 0.5f); /* in [-125, 127] */
-  r = (xc - n * LN2_HI) - n * LN2_LO;
-  bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n from its exponent bits */
-  memcpy(&two_n, &bits, sizeof two_n);
-  return horner(EXP_POLY, LMB_ARRAY_LEN(EXP_POLY), r) * two_n;
-}
-
-float lmb_log1pf(float u)
-{
-  float s = u / (2.0f + u);
-  float s2 = s * s;
-  return s * (2.0f + s2 * horner(LOG1P_POLY, LMB_ARRAY_LEN(LOG1P_POLY), s2));
-}
-
-float lmb_softplusf(float x)
-{
-  float pos = x >= 0.0f ? x : 0.0f;
-  return pos + lmb_log1pf(lmb_expf(-fabsf(x)));
-}
-
-float lmb_sigmoidf(float x)
-{
-  return 1.0f / (1.0f + lmb_expf(-x));
 }
 
 float lmb_erff(float x)
