@@ -1,7 +1,7 @@
 """`lumamba-export`: from a LuMamba checkpoint to a built, verified firmware project.
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
-                   [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
+                   [--montage NAME|FILE] [--n-samples 1280] [--front-end streamed|window] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 256] [--quant-config FILE]
                            [--max-drift 0.01] [--min-agreement 0] [--precision auto|int8]
@@ -227,7 +227,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
 
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
     onnx_dir = work if board is None else work / ONNX_DIR
-    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint)
+    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint, front_end=args.front_end)
     print(f"      {len(manifest.graphs)} graphs, {len(manifest.schedule)} stages, "
           f"{manifest.n_patches} tokens per window")
     if board is None:
@@ -551,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"channel names (default {DEFAULT_MONTAGE})")
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"samples per channel and window, a multiple of the patch size (default {DEFAULT_N_SAMPLES})")
+    p.add_argument("--front-end", choices=["streamed", "window"], default="streamed",
+                   help="streamed (default): the front end one patch at a time, GroupNorm statistics in passes "
+                        "over the patches first, straight into the channel unification (no float window or "
+                        "token buffer held); window: one graph over the whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "

@@ -74,11 +74,11 @@ class GroupNormStats(nn.Module):
         norms = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)]
         if not 1 <= k <= len(norms):
             raise ValueError(f"GroupNormStats: k must be in 1..{len(norms)}, got {k}")
-        self.layers = nn.ModuleList(layers[:norms[k - 1]])   # up to and including the k-th conv
+        self.proj_in = nn.ModuleList(layers[:norms[k - 1]])   # up to and including the k-th conv
         self.groups = layers[norms[k - 1]].num_groups
 
     def forward(self, patch: Tensor, *stats: Tensor) -> Tensor:
-        h = _time_path(list(self.layers), patch, stats)
+        h = _time_path(list(self.proj_in), patch, stats)
         _, ch, C, W = h.shape
         g = h.reshape(self.groups, ch // self.groups, C, W)
         mean = _mean_of_means(g)
