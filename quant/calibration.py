@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 from tqdm.auto import tqdm
@@ -116,6 +117,9 @@ def graph_ranges(model_path: str | os.PathLike, feeds: list[dict], method: str =
         raise ValueError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")
     if not feeds:
         raise ValueError(f"{model_path}: no calibration inputs for this graph")
+    if not any(n.op_type in CALIBRATED_OPS for n in onnx.load(str(model_path)).graph.node):
+        return {}   # nothing to quantise (the streamed front end's statistics combination); the histogram
+        #             calibrators would fail on a graph without a tensor to collect
     extra = {"percentile": float(percentile)} if method == "percentile" else {}
     with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as tmp:
         calibrator = create_calibrator(Path(model_path), CALIBRATED_OPS,
