@@ -320,6 +320,24 @@ def test_status_codes(synthetic, tmp_path):
     np.testing.assert_allclose(logits, reference(weights, x), atol=TOL, rtol=0)
 
 
+def check_counts_entry(model, counts: np.ndarray, method: str) -> None:
+    """lumamba_infer_counts() on `counts` (from the caller's memory and from lumamba_counts_buffer())
+    gives bit for bit lumamba_infer() on the window the host mirror of the normalisation computes."""
+    from lumamba.stream.reference import device_normalise
+
+    want = np.empty(K, np.float32)
+    assert model.infer(device_normalise(counts, 0.1, method), want) == 0
+    got = np.full(K, 7.0, np.float32)
+    assert model.infer_counts(counts, 0.1, got) == 0
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
+    buffer = model._lib.lumamba_counts_buffer()
+    ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
+    in_place = np.full(K, 7.0, np.float32)
+    assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("method", ["zscore", "robust", "fixed"])
 def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthetic, tmp_path, method):
     """lumamba_infer_counts() normalises the int16 counts by the manifest's method (model.h says
@@ -329,7 +347,6 @@ def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthet
     import dataclasses
 
     from lumamba.normalise import spec
-    from lumamba.stream.reference import device_normalise
 
     _, graphs, manifest = synthetic
     write_driver_project(tmp_path, dataclasses.replace(manifest, preprocess=spec(method)), graphs)
@@ -339,18 +356,8 @@ def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthet
     cases = [rng.integers(-3000, 3000, (C, T)), np.stack([np.full(T, 1234), rng.integers(-9, 9, T)]),
              np.stack([np.zeros(T), rng.integers(-32768, 32767, T)])]       # a constant channel, a dead lead
     for counts in (np.asarray(c, np.int16) for c in cases):
-        got = np.full(K, 7.0, np.float32)
-        assert model.infer_counts(counts, 0.1, got) == 0
-        want = np.empty(K, np.float32)
-        assert model.infer(device_normalise(counts, 0.1, method), want) == 0
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         # in place: the counts in lumamba_counts_buffer(), the upper half of the arena's input block
-        model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
-        buffer = model._lib.lumamba_counts_buffer()
-        ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
-        in_place = np.full(K, 7.0, np.float32)
-        assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
-        np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+        check_counts_entry(model, counts, method)
     logits = np.full(K, 7.0, np.float32)
     for scale in (0.0, -1.0, float("nan"), float("inf")):
         assert model.infer_counts(cases[0].astype(np.int16), scale, logits) == runtime_status("ERR_BAD_ARGUMENT")
@@ -392,25 +399,14 @@ def test_streamed_counts_entry_normalises_patch_by_patch(streamed, tmp_path, met
     import dataclasses
 
     from lumamba.normalise import spec
-    from lumamba.stream.reference import device_normalise
 
     _, graphs, manifest = streamed
     write_driver_project(tmp_path, dataclasses.replace(manifest, preprocess=spec(method)), graphs)
     model = load_host_c(tmp_path)
-    model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
     rng = np.random.default_rng(6)
     for counts in (rng.integers(-3000, 3000, (C, T)).astype(np.int16),
                    np.stack([np.full(T, 1234), rng.integers(-32768, 32767, T)]).astype(np.int16)):
-        want = np.empty(K, np.float32)
-        assert model.infer(device_normalise(counts, 0.1, method), want) == 0
-        got = np.full(K, 7.0, np.float32)
-        assert model.infer_counts(counts, 0.1, got) == 0
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-        buffer = model._lib.lumamba_counts_buffer()
-        ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
-        in_place = np.full(K, 7.0, np.float32)
-        assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
-        np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+        check_counts_entry(model, counts, method)
     logits = np.full(K, 7.0, np.float32)
     assert model.infer_counts(counts, float("nan"), logits) == runtime_status("ERR_BAD_ARGUMENT")
     if method == "fixed":   # a finite but huge scale overflows a normalised sample: refused, logits untouched
