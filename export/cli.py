@@ -322,7 +322,7 @@ def _write_run_report(args, model, channels, board, memory: dict, verification, 
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     quant = written(work / INT8_DIR / "quant.json")
-    macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
+    macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes, front_end=args.front_end)
     write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
                             memory=memory, verification=verification, drift=written(work / "drift.json"),
                             precision_plan=quant.get("precision") if quant else None,

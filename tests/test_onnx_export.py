@@ -266,6 +266,26 @@ def test_manifest_describes_the_schedule(exports):
     assert manifest.checkpoint["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+def test_deployed_macs_count_the_recomputed_convolutions(exports):
+    """lumamba.profile.deployed_macs of the streamed front end = the model's time-path convolution
+    MACs plus what its statistics passes compute again, counted here from the exported Conv nodes
+    and the number of calls of each graph per window."""
+    from lumamba.profile import deployed_macs, macs
+
+    model, names, out_dir, manifest = exports(*SMALL)
+    calls = {"once": 1, "forward": manifest.n_patches, "reverse": manifest.n_patches}
+    conv_macs = 0
+    for stage in manifest.schedule:
+        g = onnx.shape_inference.infer_shapes(onnx.load(out_dir / manifest.graph(stage.graph).file)).graph
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*g.value_info, *g.output)}
+        weights = {t.name: list(t.dims) for t in g.initializer}
+        for n in (n for n in g.node if n.op_type == "Conv"):
+            conv_macs += calls[stage.loop] * int(np.prod(shapes[n.output[0]])) * int(np.prod(weights[n.input[1]][1:]))
+    c, C, T = model.config, len(names), manifest.n_samples
+    extra = deployed_macs(c, C, T, N_CLASSES) - deployed_macs(c, C, T, N_CLASSES, front_end="window")
+    assert extra > 0 and conv_macs == macs(c, C, T, N_CLASSES)["time_patch_embed"] + extra
+
+
 def test_position_embedding_is_folded_for_the_montage(exports):
     """The montage's electrode-position embedding is a constant of the front-end, not an input."""
     model, names, out_dir, manifest = exports(*SMALL)
