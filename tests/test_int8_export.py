@@ -171,9 +171,9 @@ def test_kernel_profile_counts_every_gemm_mac(m4_project):
     for k in profile.kernels:
         counted[k.graph] += k.gemm_macs
     assert counted == _int8_gemm_macs(out) and sum(counted.values()) > 1_000_000
-    # the streamed front end's matmuls run over the patch's 22 channel tokens (tiles of at most 16),
-    # the per-token step graphs one token per call
-    assert 1 < max(k.tokens_per_call for k in profile.gemm_kernels() if k.graph == "frontend") <= 16
+    # the streamed front end's matmuls run over the patch's 22 channel tokens per call, the per-token
+    # step graphs over one token
+    assert max(k.tokens_per_call for k in profile.gemm_kernels() if k.graph == "frontend") == len(CHANNELS)
     assert {k.tokens_per_call for k in profile.gemm_kernels() if k.graph.startswith("block")} == {1}
     assert 1 < profile.gemm_instructions_per_mac() < 10
 
