@@ -19,12 +19,17 @@ one-pass sums are not good enough on flat windows.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from lumamba.model import LuMamba
 
 from .step_modules import Unify, _mean_of_means
+
+if TYPE_CHECKING:
+    from .exporter import _Plan
 
 
 def _time_layers(model: LuMamba) -> list[nn.Module]:
@@ -122,7 +127,7 @@ class FrontendPatch(Unify):
         return super().forward((tokens + self.position_embedding)[None])
 
 
-def plan_streamed_frontend(plan, model: LuMamba, position_embedding: Tensor, n_samples: int) -> None:
+def plan_streamed_frontend(plan: "_Plan", model: LuMamba, position_embedding: Tensor, n_samples: int) -> None:
     """Add the streamed front end's buffers and stages to an exporter `_Plan` whose input buffer is
     "window": writes z0 (S, d_model)."""
     c = model.config
