@@ -1,7 +1,7 @@
 """`lumamba-export`: from a LuMamba checkpoint to a built, verified firmware project.
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
-                   [--montage NAME|FILE] [--n-samples 1280] [--out DIR] [--[no-]verify]
+                   [--montage NAME|FILE] [--n-samples 1280] [--front-end streamed|window] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 256] [--quant-config FILE]
                            [--max-drift 0.01] [--min-agreement 0] [--precision auto|int8]
@@ -227,7 +227,7 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
 
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
     onnx_dir = work if board is None else work / ONNX_DIR
-    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint)
+    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint, front_end=args.front_end)
     print(f"      {len(manifest.graphs)} graphs, {len(manifest.schedule)} stages, "
           f"{manifest.n_patches} tokens per window")
     if board is None:
@@ -322,7 +322,7 @@ def _write_run_report(args, model, channels, board, memory: dict, verification, 
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     quant = written(work / INT8_DIR / "quant.json")
-    macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes)
+    macs = deployed_macs(model.config, len(channels), args.n_samples, model.n_classes, front_end=args.front_end)
     write_report(run_report(board=board.name, precision="int8" if args.int8 else "float32", macs_per_window=macs,
                             memory=memory, verification=verification, drift=written(work / "drift.json"),
                             precision_plan=quant.get("precision") if quant else None,
@@ -551,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"channel names (default {DEFAULT_MONTAGE})")
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"samples per channel and window, a multiple of the patch size (default {DEFAULT_N_SAMPLES})")
+    p.add_argument("--front-end", choices=["streamed", "window"], default="streamed",
+                   help="streamed (default): the front end one patch at a time, GroupNorm statistics in passes "
+                        "over the patches first, straight into the channel unification (no float window or "
+                        "token buffer held); window: one graph over the whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "

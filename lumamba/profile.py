@@ -54,8 +54,17 @@ def macs(config: LuMambaConfig, n_channels: int, n_samples: int, n_classes: int 
     return parts
 
 
-def deployed_macs(config: LuMambaConfig, n_channels: int, n_samples: int, n_classes: int = 2) -> int:
+def deployed_macs(config: LuMambaConfig, n_channels: int, n_samples: int, n_classes: int = 2,
+                  front_end: str = "streamed") -> int:
     """MACs per window of an exported model: `macs` without the position embedding, which the
-    export folds into a constant for the montage (it does not run per window)."""
+    export folds into a constant for the montage (it does not run per window). The streamed front
+    end (the export's default) computes the time path's convolutions again in its GroupNorm
+    statistics passes: conv 1 three more times, conv 2 twice more, conv 3 once more."""
+    if front_end not in ("streamed", "window"):
+        raise ValueError(f"front_end must be 'streamed' or 'window', got {front_end!r}")
     parts = macs(config, n_channels, n_samples, n_classes)
-    return parts["total"] - parts["position_embed"]
+    total = parts["total"] - parts["position_embed"]
+    if front_end == "streamed":
+        ch, k = config.embed_dim // 4, config.patch_size // 2 - 1
+        total += n_channels * (n_samples // config.patch_size) * 4 * 3 * (ch * k + 3 * ch * ch)
+    return total

@@ -138,6 +138,9 @@ def graph_ranges(model_path: str | os.PathLike, feeds: list[dict], method: str =
         raise ValueError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")
     if not feeds:
         raise ValueError(f"{model_path}: no calibration inputs for this graph")
+    if not any(n.op_type in CALIBRATED_OPS for n in onnx.load(str(model_path)).graph.node):
+        return {}   # nothing to quantise (the streamed front end's statistics combination); the histogram
+        #             calibrators would fail on a graph without a tensor to collect
     extra = {"percentile": float(percentile)} if method == "percentile" else {}
     with tempfile.TemporaryDirectory(prefix="lumamba-calib-") as tmp:
         calibrator = create_calibrator(Path(model_path), CALIBRATED_OPS,

@@ -98,18 +98,48 @@ def make_graphs(weights) -> dict[str, onnx.ModelProto]:
 
 
 def _stage(graph, loop, ins, outs, zero=()):
-    def bind(ports):
-        return tuple(Binding(p, ref[:-3], True) if ref.endswith("[t]") else Binding(p, ref) for p, ref in ports.items())
-    return Stage(graph, loop, bind(ins), bind(outs), tuple(zero))
+    def bind(port, ref):
+        if ref.endswith("[patch t]"):
+            return Binding(port, ref.removesuffix("[patch t]"), patch=True)
+        return Binding(port, ref[:-3], True) if ref.endswith("[t]") else Binding(port, ref)
+    return Stage(graph, loop, tuple(bind(*b) for b in ins.items()), tuple(bind(*b) for b in outs.items()), tuple(zero))
+
+
+P = T // S   # samples per patch
+
+
+def make_streamed(graphs) -> tuple[dict[str, onnx.ModelProto], Manifest]:
+    """The synthetic model with its embedding streamed as LuMamba's front end is: `embed` runs per
+    patch (forward) on patch t of the window (a patch binding), z[t] = tanh(reshape(patch, (1, 4)) @ We + be)."""
+    node = helper.make_node
+    weights = {k: numpy_helper.to_array(i) for i in graphs["embed"].graph.initializer for k in [i.name]}
+    weights["shape"] = np.array([1, D], np.int64)
+    embed = _model("embed", [node("Reshape", ["patch", "shape"], ["r"]), node("MatMul", ["r", "We"], ["m"]),
+                             node("Add", ["m", "be"], ["a"]), node("Tanh", ["a"], ["z_t"])],
+                   [("patch", (1, C, P))], [("z_t", (1, D))], weights)
+    streamed = {**graphs, "embed": embed}
+    base = make_manifest(graphs)
+    first = _stage("embed", "forward", {"patch": "window[patch t]"}, {"z_t": "z[t]"})
+    graph_specs = tuple(graph_spec(n, m) for n, m in streamed.items())
+    manifest = Manifest(**{**base.__dict__, "graphs": graph_specs, "schedule": (first, *base.schedule[1:])})
+    manifest.validate()
+    return streamed, manifest
+
+
+def reference_streamed(weights, window: np.ndarray) -> np.ndarray:
+    """`reference` with z[t] from patch t (C x P samples at column t * P), flattened channel-major."""
+    patches = window.reshape(C, S, P).transpose(1, 0, 2).reshape(S, C * P)
+    return reference(weights, patches.reshape(C, T))   # reference reshapes (C, T) to (S, D) row by row
+
+
+def graph_spec(name: str, model: onnx.ModelProto) -> GraphSpec:
+    ports = [(tuple(TensorSpec(v.name, tuple(d.dim_value for d in v.type.tensor_type.shape.dim)) for v in vs))
+             for vs in (model.graph.input, model.graph.output)]
+    return GraphSpec(name, f"{name}.onnx", name if name not in ("fwd", "rev") else "step", *ports,
+                     sources=(), structure=structure_fingerprint(model), n_params=0)
 
 
 def make_manifest(graphs, zero_head_acc: bool = True) -> Manifest:
-    def spec(name, model):
-        ports = [(tuple(TensorSpec(v.name, tuple(d.dim_value for d in v.type.tensor_type.shape.dim)) for v in vs))
-                 for vs in (model.graph.input, model.graph.output)]
-        return GraphSpec(name, f"{name}.onnx", name if name not in ("fwd", "rev") else "step", *ports,
-                         sources=(), structure=structure_fingerprint(model), n_params=0)
-
     buffers = (BufferSpec("window", (1, C, T), "input"), BufferSpec("z", (S, D), "activation"),
                BufferSpec("a", (S, D), "activation"), BufferSpec("z2", (S, D), "activation"),
                BufferSpec("h", (1, D), "state"), BufferSpec("g", (1, D), "state"),
@@ -123,7 +153,7 @@ def make_manifest(graphs, zero_head_acc: bool = True) -> Manifest:
         _stage("hout", "once", {"acc": "acc"}, {"logits": "logits"}),
     )
     manifest = Manifest(config={}, n_classes=K, channel_names=("C3", "C4"), n_samples=T, n_patches=S,
-                        graphs=tuple(spec(n, m) for n, m in graphs.items()), buffers=buffers, schedule=schedule,
+                        graphs=tuple(graph_spec(n, m) for n, m in graphs.items()), buffers=buffers, schedule=schedule,
                         input_buffer="window", latent_buffer="z2", logits_buffer="logits", opset=18, ir_version=10)
     manifest.validate()
     return manifest
@@ -290,6 +320,24 @@ def test_status_codes(synthetic, tmp_path):
     np.testing.assert_allclose(logits, reference(weights, x), atol=TOL, rtol=0)
 
 
+def check_counts_entry(model, counts: np.ndarray, method: str) -> None:
+    """lumamba_infer_counts() on `counts` (from the caller's memory and from lumamba_counts_buffer())
+    gives bit for bit lumamba_infer() on the window the host mirror of the normalisation computes."""
+    from lumamba.stream.reference import device_normalise
+
+    want = np.empty(K, np.float32)
+    assert model.infer(device_normalise(counts, 0.1, method), want) == 0
+    got = np.full(K, 7.0, np.float32)
+    assert model.infer_counts(counts, 0.1, got) == 0
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
+    buffer = model._lib.lumamba_counts_buffer()
+    ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
+    in_place = np.full(K, 7.0, np.float32)
+    assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("method", ["zscore", "robust", "fixed"])
 def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthetic, tmp_path, method):
     """lumamba_infer_counts() normalises the int16 counts by the manifest's method (model.h says
@@ -299,7 +347,6 @@ def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthet
     import dataclasses
 
     from lumamba.normalise import spec
-    from lumamba.stream.reference import device_normalise
 
     _, graphs, manifest = synthetic
     write_driver_project(tmp_path, dataclasses.replace(manifest, preprocess=spec(method)), graphs)
@@ -309,24 +356,62 @@ def test_counts_entry_is_the_float_entry_on_the_device_normalised_window(synthet
     cases = [rng.integers(-3000, 3000, (C, T)), np.stack([np.full(T, 1234), rng.integers(-9, 9, T)]),
              np.stack([np.zeros(T), rng.integers(-32768, 32767, T)])]       # a constant channel, a dead lead
     for counts in (np.asarray(c, np.int16) for c in cases):
-        got = np.full(K, 7.0, np.float32)
-        assert model.infer_counts(counts, 0.1, got) == 0
-        want = np.empty(K, np.float32)
-        assert model.infer(device_normalise(counts, 0.1, method), want) == 0
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
         # in place: the counts in lumamba_counts_buffer(), the upper half of the arena's input block
-        model._lib.lumamba_counts_buffer.restype = ctypes.POINTER(ctypes.c_int16)
-        buffer = model._lib.lumamba_counts_buffer()
-        ctypes.memmove(buffer, counts.ctypes.data, counts.nbytes)
-        in_place = np.full(K, 7.0, np.float32)
-        assert model._lib.lumamba_infer_counts(buffer, ctypes.c_float(0.1), in_place.ctypes.data_as(ctypes.c_void_p)) == 0
-        np.testing.assert_array_equal(in_place.view(np.uint32), want.view(np.uint32))
+        check_counts_entry(model, counts, method)
     logits = np.full(K, 7.0, np.float32)
     for scale in (0.0, -1.0, float("nan"), float("inf")):
         assert model.infer_counts(cases[0].astype(np.int16), scale, logits) == runtime_status("ERR_BAD_ARGUMENT")
     assert np.all(logits == 7.0)
     assert model._lib.lumamba_infer_counts(None, ctypes.c_float(0.1), logits.ctypes.data_as(ctypes.c_void_p)) \
         == runtime_status("ERR_NULL_POINTER")
+
+
+@pytest.fixture(scope="module")
+def streamed(synthetic):
+    weights, graphs, _ = synthetic
+    return (weights, *make_streamed(graphs))
+
+
+def test_streamed_input_matches_numpy_and_holds_no_float_window(streamed, tmp_path):
+    """A stage that reads patch t of the window (manifest patch binding): the driver copies the patch
+    (C rows x P samples at column t * P) into a block of C * P floats before each call; with no stage
+    reading the window whole, the arena holds no float window, only the int16 counts block."""
+    weights, graphs, manifest = streamed
+    write_driver_project(tmp_path, manifest, graphs)
+    x = windows()
+    got = load_host_c(tmp_path)(x)
+    want = np.stack([reference_streamed(weights, w) for w in x])
+    assert float(np.abs(got - want).max()) <= TOL
+    calls = {n: GraphCall(f"g_{n}", compile_onnx_to_c(m, f"g_{n}")) for n, m in graphs.items()}
+    plan = plan_memory(manifest, calls)
+    names = {b.name for b in plan.blocks}
+    assert "counts_window" not in names
+    counts, patch = plan.block("counts_int16"), plan.block("patch_input")
+    assert (counts.nbytes, counts.first, counts.last) == (C * T * 2, 0, 0)
+    assert (patch.nbytes, patch.first, patch.last) == (C * P * 4, 0, 0)
+
+
+@pytest.mark.parametrize("method", ["zscore", "robust", "fixed"])
+def test_streamed_counts_entry_normalises_patch_by_patch(streamed, tmp_path, method):
+    """lumamba_infer_counts() on a streamed schedule normalises each patch from the counts (per-channel
+    statistics first): bit for bit lumamba_infer() on the whole window the host mirror normalises,
+    from the caller's counts and from lumamba_counts_buffer() alike."""
+    import dataclasses
+
+    from lumamba.normalise import spec
+
+    _, graphs, manifest = streamed
+    write_driver_project(tmp_path, dataclasses.replace(manifest, preprocess=spec(method)), graphs)
+    model = load_host_c(tmp_path)
+    rng = np.random.default_rng(6)
+    for counts in (rng.integers(-3000, 3000, (C, T)).astype(np.int16),
+                   np.stack([np.full(T, 1234), rng.integers(-32768, 32767, T)]).astype(np.int16)):
+        check_counts_entry(model, counts, method)
+    logits = np.full(K, 7.0, np.float32)
+    assert model.infer_counts(counts, float("nan"), logits) == runtime_status("ERR_BAD_ARGUMENT")
+    if method == "fixed":   # a finite but huge scale overflows a normalised sample: refused, logits untouched
+        assert model.infer_counts(counts, 3e38, logits) == runtime_status("ERR_NONFINITE_INPUT")
+    assert np.all(logits == 7.0)
 
 
 def test_generated_driver_is_plain_static_c(synthetic):

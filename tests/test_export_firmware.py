@@ -51,8 +51,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def micro_project(tmp_path_factory):
-    """One CLI run: micro for the Cortex-M4F, verified in QEMU (it fits the default chip; the
-    STM32F407 it does not: test_named_chip_profile), then profiled (--profile)."""
+    """One CLI run: micro for the Cortex-M4F, verified in QEMU (it fits the default chip and the
+    STM32F407: test_named_chip_profile), then profiled (--profile)."""
     require_toolchain("cortex-m4f")
     out = tmp_path_factory.mktemp("cli") / "micro-m4"
     capture = subprocess.run(
@@ -83,7 +83,9 @@ def test_cli_cortex_m_verify_end_to_end(micro_project):
     insns = int(re.search(r"([\d,]+) instructions per window", log).group(1).replace(",", ""))
     assert facts["board"] == "cortex-m4f" and facts["precision"] == "float32"
     assert facts["instructions_per_window"] == insns
-    assert facts["macs_per_window"] == 8_392_768    # micro, 22 x 640, without the folded position embedding
+    # micro, 22 x 640, without the folded position embedding, with the convolutions the streamed front
+    # end's statistics passes compute again (22 x 16 x 4 positions x 3 x (8 x 19 + 3 x 8 x 8))
+    assert facts["macs_per_window"] == 8_392_768 + 1_453_056
     assert facts["instructions_per_mac"] == round(insns / facts["macs_per_window"], 3)
     assert facts["flash_bytes"] == report["flash"]["deployable"] and facts["ram_bytes"] == report["ram"]["total"]
     assert 0 < facts["ram_lower_bound_bytes"] <= facts["arena_bytes"]
@@ -239,15 +241,17 @@ def test_too_small_chip_fails_by_how_much(micro_project, tmp_path):
 
 
 def test_named_chip_profile(micro_project):
-    """`--board-profile stm32f407vg` (firmware/chips): the 192 KiB STM32F407, which micro's
-    whole-window front end does not fit, while the default Cortex-M4F chip (Apollo4 Plus) holds it."""
+    """`--board-profile stm32f407vg` (firmware/chips): the 192 KiB STM32F407, which micro fits with
+    the streamed front end (its whole-window front end needed more RAM than the chip has), as does
+    the default Cortex-M4F chip (Apollo4 Plus); a chip that is too small: test_too_small_chip_fails_by_how_much."""
     out, _ = micro_project
     board = cli.board_with_limits("cortex-m4f", "stm32f407vg")
     assert (board.target.flash_bytes, board.target.ram_bytes) == (1 << 20, 192 * 1024)
     assert "STM32F407" in board.target.name and board.name == "cortex-m4f"
     elf = elf_path(out, "cortex-m4f")
-    with pytest.raises(cli.ExportError, match=r"does not fit STM32F407VG .*RAM needs [\d,]+ bytes but has 196,608"):
-        cli.check_fit(memory_report(elf, board, out))
+    report = memory_report(elf, board, out)
+    assert report["ram"]["limit"] == 196_608 and 0 < report["ram"]["total"] <= 196_608
+    cli.check_fit(report)
     cli.check_fit(memory_report(elf, "cortex-m4f", out))
     with pytest.raises(cli.ExportError, match=r"neither a board .*, a chip \(alif-e7-m55, gap9, nrf52840, stm32f407vg\) nor an existing file"):
         cli.board_with_limits("cortex-m4f", "stm32f999")

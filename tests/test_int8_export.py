@@ -92,7 +92,7 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     assert index["calibration"]["n_windows"] == N_CALIB
     assert [n["int8"] for n in index["nodes"].values() if n["layer"] == "classifier.fc3"] == [False]
     assert sum(node["int8"] for node in index["nodes"].values()) > 20
-    assert (out / INT8_DIR / "qdq" / "unify.onnx").is_file()      # the QDQ set for onnxruntime users
+    assert (out / INT8_DIR / "qdq" / "frontend.onnx").is_file()   # the QDQ set for onnxruntime users
     weights = "".join(p.read_text() for p in out.glob("weights_lumamba_*.c"))
     assert "const int8_t" in weights
     # every qlinear calls the Cortex-M4F's micro-kernel (SMLAD), whose sources the project carries
@@ -189,8 +189,9 @@ def test_kernel_profile_counts_every_gemm_mac(m4_project):
     for k in profile.kernels:
         counted[k.graph] += k.gemm_macs
     assert counted == _int8_gemm_macs(out) and sum(counted.values()) > 1_000_000
-    # the front end's matmuls run over 16-token tiles, the per-token step graphs one token per call
-    assert max(k.tokens_per_call for k in profile.gemm_kernels() if k.graph == "frontend") == 16
+    # the streamed front end's matmuls run over the patch's 22 channel tokens per call, the per-token
+    # step graphs over one token
+    assert max(k.tokens_per_call for k in profile.gemm_kernels() if k.graph == "frontend") == len(CHANNELS)
     assert {k.tokens_per_call for k in profile.gemm_kernels() if k.graph.startswith("block")} == {1}
     assert 1 < profile.gemm_instructions_per_mac() < 10
 

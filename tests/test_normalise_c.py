@@ -101,12 +101,14 @@ def test_constant_channels_and_dead_leads_give_zero_not_noise(harness):
     assert fixed[1, 0] == np.float32(np.float32(1234 * np.float32(SCALE)) / np.float32(50))   # DC kept
 
 
-def test_instant_major_and_in_place_windows_equal_channel_major_ones(harness):
+def test_instant_major_in_place_and_patchwise_windows_equal_channel_major_ones(harness):
+    """"patches": per-channel statistics, then runs of 7 samples of every channel at a time (the
+    streamed front end's per-patch normalisation), bit for bit the whole-row normalisation."""
     for name in ("eeg", "dead_and_constant", "odd_length"):
         counts = as_counts(windows()[name])
         for method in NORMALISATIONS:
             _, rows = run_c(harness, counts, method, layout="rows")
-            for layout in ("instants", "in_place"):
+            for layout in ("instants", "in_place", "patches"):
                 _, other = run_c(harness, counts, method, layout=layout)
                 np.testing.assert_array_equal(rows.view(np.uint32), other.view(np.uint32), err_msg=(name, layout))
 
@@ -126,4 +128,6 @@ def test_bad_arguments_are_refused(harness):
     for scale in (0.0, -0.1, float("inf"), float("nan")):
         assert run_c(harness, counts, "zscore", scale=scale)[0] == BAD_ARGUMENT, scale
     assert run_c(harness, counts, 7)[0] == BAD_ARGUMENT
+    assert run_c(harness, counts, 7, layout="patches")[0] == BAD_ARGUMENT        # the statistics refuse it too
+    assert run_c(harness, counts, "zscore", scale=0.0, layout="patches")[0] == BAD_ARGUMENT
     assert run_c(harness, counts[:, :1], "zscore")[0] == BAD_ARGUMENT    # one sample has no std

@@ -31,6 +31,7 @@ from lumamba.config import CONFIGS
 from lumamba.export import export_onnx, load
 from lumamba.export.onnx.manifest import Manifest
 from lumamba.export.onnx.exporter import IR_VERSION, OPSET
+from lumamba.export.onnx.frontend_stream import CombineStats, FrontendPatch, GroupNormStats
 from lumamba.export.onnx.step_modules import EncoderStep, Frontend
 from lumamba.mamba import MambaState
 from lumamba.model import LuMamba
@@ -42,6 +43,7 @@ MONTAGE_NAMES = ("tcp22", "tcp20", "apava16")     # 22, 20 and 16 channels
 LENGTHS = (640, 1280)
 SMALL = ("small", "apava16", 1280)     # two blocks: the case most tests below inspect
 DEFAULT_CASES = [SMALL, ("tiny", "tcp22", 640)]
+WINDOW = ("micro", "tcp20", 640, "window")   # the whole-window front end (export option front_end="window")
 SLOW_CASES = [c for c in itertools.product(("micro", "small", "tiny"), MONTAGE_NAMES, LENGTHS) if c not in DEFAULT_CASES]
 
 
@@ -68,14 +70,14 @@ def exports(tmp_path_factory):
     round trip first (save_checkpoint -> load_pretrained, the published layout)."""
     cache = {}
 
-    def get(config: str, montage: str, n_samples: int):
-        key = (config, montage, n_samples)
+    def get(config: str, montage: str, n_samples: int, front_end: str = "streamed"):
+        key = (config, montage, n_samples, front_end)
         if key not in cache:
-            root = tmp_path_factory.mktemp(f"{config}_{montage}_{n_samples}")
+            root = tmp_path_factory.mktemp(f"{config}_{montage}_{n_samples}_{front_end}")
             checkpoint = save_checkpoint(make_model(config), root / "model.safetensors")
             model = load_pretrained(checkpoint, n_classes=N_CLASSES).eval()
             names = list(MONTAGES[montage])
-            manifest = export_onnx(model, names, n_samples, root / "onnx", checkpoint=checkpoint)
+            manifest = export_onnx(model, names, n_samples, root / "onnx", checkpoint=checkpoint, front_end=front_end)
             cache[key] = model, names, root / "onnx", manifest
         return cache[key]
 
@@ -99,10 +101,10 @@ def check_parity(model, names, out_dir, n_samples, label: str):
     assert err_latent <= TOL_LATENT
 
 
-@pytest.mark.parametrize("config,montage,n_samples", DEFAULT_CASES)
-def test_parity_with_pytorch(exports, config, montage, n_samples):
-    model, names, out_dir, _ = exports(config, montage, n_samples)
-    check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples}")
+@pytest.mark.parametrize("config,montage,n_samples,front_end", [(*c, "streamed") for c in DEFAULT_CASES] + [WINDOW])
+def test_parity_with_pytorch(exports, config, montage, n_samples, front_end):
+    model, names, out_dir, _ = exports(config, montage, n_samples, front_end)
+    check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({front_end} front end)")
 
 
 @pytest.mark.slow
@@ -127,22 +129,54 @@ def test_parity_detects_swapped_directions(exports, tmp_path):
     assert max_err(load(swapped).latent(x), latent) > 1e-2
 
 
+def _group_norm_inputs(model, x) -> list[torch.Tensor]:
+    """The input of each time-path GroupNorm of the PyTorch model on windows x: (B, ch, C*S, W) each."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+             for m in model.patch_embed.proj_in if isinstance(m, torch.nn.GroupNorm)]
+    try:
+        model.patch_embed(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
 def test_stage_outputs_match_pytorch_intermediates(exports):
-    """tokens, channel-unified latents and every block's output equal the PyTorch model's."""
+    """The window's GroupNorm statistics (streamed front end), channel-unified latents and every
+    block's output equal the PyTorch model's."""
     model, names, out_dir, manifest = exports(*SMALL)
     x = windows(len(names), 1280)
     got = load(out_dir).stages(x)
     with torch.no_grad():
+        inputs = _group_norm_inputs(model, x)
         tokens = model.tokens(x, model.position_embedding([names] * len(x), x.device))
         z = model.unify(tokens)[0]
-        expected = {"tokens": tokens, "z0": z}
+        expected = {"z0": z}
         for i, (block, norm) in enumerate(zip(model.mamba_blocks, model.norm_layers)):
             z = z + block(norm(z))
             expected[f"z{i + 1}"] = z
     assert manifest.latent_buffer == f"z{model.config.n_blocks}"
-    assert max_err(got["tokens"], expected["tokens"]) <= TOL_TOKENS
+    assert "tokens" not in got      # no (S, C, E) buffer: each patch goes straight into the unification
+    norms = [m for m in model.patch_embed.proj_in if isinstance(m, torch.nn.GroupNorm)]
+    for k, (norm, h) in enumerate(zip(norms, inputs), start=1):
+        g = h.double().reshape(len(x), norm.num_groups, -1)
+        mean, var = g.mean(-1), g.var(-1, unbiased=False)
+        stats = got[f"gn{k}"][:, 0]                                   # (B, G, 2): mean, sqrt(var + eps)
+        assert max_err(stats[..., 0], mean) <= TOL_TOKENS, k
+        assert max_err(stats[..., 1], torch.sqrt(var + norm.eps)) <= TOL_TOKENS, k
     for name in ("z0", "z1", "z2"):
         assert max_err(got[name], expected[name]) <= TOL_LATENT, name
+
+
+def test_window_front_end_tokens_match_pytorch(exports):
+    """front_end="window": the whole-window tokens buffer equals the model's tokens."""
+    model, names, out_dir, manifest = exports(*WINDOW)
+    x = windows(len(names), 640)
+    with torch.no_grad():
+        tokens = model.tokens(x, model.position_embedding([names] * len(x), x.device))
+    assert [(s.graph, s.loop) for s in manifest.schedule][:2] == [("frontend", "once"), ("unify", "forward")]
+    assert max_err(load(out_dir).stages(x)["tokens"], tokens) <= TOL_TOKENS
 
 
 def test_step_graph_is_one_mamba_step(exports):
@@ -201,17 +235,28 @@ def test_manifest_describes_the_schedule(exports):
     assert manifest.channel_names == tuple(names) and manifest.n_samples == 1280
     assert manifest.config == c.to_dict()
     assert [(s.graph, s.loop) for s in manifest.schedule] == [
-        ("frontend", "once"), ("unify", "forward"),
+        ("frontend_stats1", "forward"), ("frontend_gn1", "once"), ("frontend_stats2", "forward"), ("frontend_gn2", "once"),
+        ("frontend_stats3", "forward"), ("frontend_gn3", "once"), ("frontend", "forward"),
         ("block0_fwd", "forward"), ("block0_rev", "reverse"), ("block1_fwd", "forward"), ("block1_rev", "reverse"),
         ("head_step", "forward"), ("head_out", "once")]
     # the four encoder step graphs differ only in weights; nothing else shares their structure
     groups = manifest.shared_structures()
     assert sorted(groups[manifest.graph("block0_fwd").structure]) == ["block0_fwd", "block0_rev", "block1_fwd", "block1_rev"]
-    assert len(groups) == 5
+    assert sorted(groups[manifest.graph("frontend_gn1").structure]) == ["frontend_gn1", "frontend_gn2", "frontend_gn3"]
+    assert len(groups) == 8
     d_inner = c.expand * c.d_model
     assert manifest.buffer("block1_rev_ssm_state").shape == (1, d_inner, c.d_state)
     assert manifest.buffer("block1_rev_conv_state").shape == (1, d_inner, c.d_conv)
-    assert manifest.graph("unify").inputs[0].shape == (1, 16, c.embed_dim)
+    # every front-end pass reads patch t of the window: 16 channels x 40 samples
+    G = 4                                  # GroupNorm(4) in the time path
+    front = manifest.graph("frontend")
+    assert [(t.name, t.shape) for t in front.inputs] == [("patch", (1, 16, c.patch_size)), ("gn1", (1, G, 2)),
+                                                         ("gn2", (1, G, 2)), ("gn3", (1, G, 2))]
+    assert front.outputs[0].shape == (1, c.d_model)
+    patch_reads = [(s.graph, b.port) for s in manifest.schedule for b in s.inputs if b.patch]
+    assert patch_reads == [("frontend_stats1", "patch"), ("frontend_stats2", "patch"), ("frontend_stats3", "patch"),
+                           ("frontend", "patch")]
+    assert all(b.buffer == "window" for s in manifest.schedule for b in s.inputs if b.patch)
     # weights keep names that say which module they belong to
     init = {t.name for t in onnx.load(out_dir / "block1_rev.onnx").graph.initializer}
     assert {"norm.weight", "mamba.in_proj.weight", "mamba.A", "mamba.D", "mamba.conv_weight"} <= init
@@ -221,12 +266,33 @@ def test_manifest_describes_the_schedule(exports):
     assert manifest.checkpoint["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+def test_deployed_macs_count_the_recomputed_convolutions(exports):
+    """lumamba.profile.deployed_macs of the streamed front end = the model's time-path convolution
+    MACs plus what its statistics passes compute again, counted here from the exported Conv nodes
+    and the number of calls of each graph per window."""
+    from lumamba.profile import deployed_macs, macs
+
+    model, names, out_dir, manifest = exports(*SMALL)
+    calls = {"once": 1, "forward": manifest.n_patches, "reverse": manifest.n_patches}
+    conv_macs = 0
+    for stage in manifest.schedule:
+        g = onnx.shape_inference.infer_shapes(onnx.load(out_dir / manifest.graph(stage.graph).file)).graph
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*g.value_info, *g.output)}
+        weights = {t.name: list(t.dims) for t in g.initializer}
+        for n in (n for n in g.node if n.op_type == "Conv"):
+            conv_macs += calls[stage.loop] * int(np.prod(shapes[n.output[0]])) * int(np.prod(weights[n.input[1]][1:]))
+    c, C, T = model.config, len(names), manifest.n_samples
+    extra = deployed_macs(c, C, T, N_CLASSES) - deployed_macs(c, C, T, N_CLASSES, front_end="window")
+    assert extra > 0 and conv_macs == macs(c, C, T, N_CLASSES)["time_patch_embed"] + extra
+
+
 def test_position_embedding_is_folded_for_the_montage(exports):
     """The montage's electrode-position embedding is a constant of the front-end, not an input."""
     model, names, out_dir, manifest = exports(*SMALL)
     frontend = onnx.load(out_dir / "frontend.onnx")
-    assert [i.name for i in frontend.graph.input] == ["window"]   # positions are not an input
-    folded = {t.name: onnx.numpy_helper.to_array(t) for t in frontend.graph.initializer}["position_embedding.folded"]
+    assert [i.name for i in frontend.graph.input] == ["patch", "gn1", "gn2", "gn3"]   # positions are not an input
+    folded, = [onnx.numpy_helper.to_array(t) for t in frontend.graph.initializer
+               if t.name.startswith("position_embedding")]
     with torch.no_grad():
         expected = model.position_embedding([names], torch.device("cpu"))[0]
     np.testing.assert_array_equal(folded.reshape(expected.shape), expected.numpy())
@@ -274,11 +340,19 @@ def test_load_rejects_missing_or_foreign_exports(exports, tmp_path):
     with pytest.raises(ValueError, match="version=99"):
         load(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps(d))
-    with pytest.raises(FileNotFoundError, match="frontend.onnx: graph 'frontend'"):
+    with pytest.raises(FileNotFoundError, match="frontend_stats1.onnx: graph 'frontend_stats1'"):
         load(tmp_path)
-    broken = {**d, "schedule": [{**d["schedule"][1], "inputs": [{"port": "tokens_t", "buffer": "z0", "row": True}]}]}
-    (tmp_path / "manifest.json").write_text(json.dumps(broken))
-    with pytest.raises(ValueError, match="port 'tokens_t' has shape"):
+    front = next(s for s in d["schedule"] if s["graph"] == "frontend")
+    for patch, match in (({"port": "patch", "buffer": "z0", "row": True}, "port 'patch' has shape"),
+                         ({"port": "patch", "buffer": "z0", "patch": True}, "patch binding 'patch' must be an input"),
+                         ({"port": "patch", "buffer": "window", "patch": True, "row": True}, "not a row binding")):
+        broken = {**d, "schedule": [{**front, "inputs": [patch, *front["inputs"][1:]]}]}
+        (tmp_path / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=match):
+            load(tmp_path)
+    once = {**front, "loop": "once"}
+    (tmp_path / "manifest.json").write_text(json.dumps({**d, "schedule": [once]}))
+    with pytest.raises(ValueError, match="patch binding 'patch' outside a loop"):
         load(tmp_path)
 
 
@@ -293,6 +367,8 @@ def test_export_rejects_bad_arguments(tmp_path):
         export_onnx(model, "FP1-F7", 640, tmp_path)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         export_onnx(model, names, 640, tmp_path, checkpoint=tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="front_end must be one of"):
+        export_onnx(model, names, 640, tmp_path, front_end="patches")
     assert not list(tmp_path.iterdir())   # nothing written before the arguments are known good
 
 
@@ -308,6 +384,29 @@ def test_frontend_module_matches_model_tokens():
             pos = m.position_embedding([names], xx.device)
             expected = m.tokens(xx, pos)[0]
             got = Frontend(m, pos[0])(xx)
+            torch.testing.assert_close(got, expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("fill", ["random", "flat"])
+def test_streamed_frontend_modules_match_model(fill):
+    """The streamed front end's modules, run as the schedule runs them (three statistics passes over
+    the patches, then one pass into the unification), are the model's tokens() + unify(): the same
+    function (float64: to 1e-12) on random and flat windows; float32 within a few ulp."""
+    model = make_model("micro")
+    names = list(MONTAGES["apava16"])
+    x = windows(16, 640, batch=1) if fill == "random" else torch.full((1, 16, 640), 0.7)
+    P = model.config.patch_size
+    with torch.no_grad():
+        for m, xx, atol in ((model, x, 1e-5), (copy.deepcopy(model).double(), x.double(), 1e-12)):
+            pos = m.position_embedding([names], xx.device)
+            expected = m.unify(m.tokens(xx, pos))[0][0]                       # (S, Q*E)
+            patches = [xx[:, :, t:t + P] for t in range(0, xx.shape[-1], P)]
+            stats = []
+            for k, norm in enumerate([n for n in m.patch_embed.proj_in if isinstance(n, torch.nn.GroupNorm)], 1):
+                rows = torch.cat([GroupNormStats(m, k)(p, *stats) for p in patches])   # (S, G, 2)
+                stats.append(CombineStats(norm.eps)(rows))
+            front = FrontendPatch(m, pos[0])
+            got = torch.cat([front(p, *stats) for p in patches])
             torch.testing.assert_close(got, expected, rtol=0, atol=atol)
 
 

@@ -28,6 +28,7 @@ from onnxscript import rewriter as onnx_rewriter
 from lumamba.model import LuMamba
 from lumamba.normalise import spec as normalisation_spec
 
+from .frontend_stream import plan_streamed_frontend
 from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
 from .step_modules import EncoderStep, Frontend, HeadStep, LinearHeadOut, MambaHeadOut, Unify
 
@@ -53,9 +54,10 @@ class _Graph:
 
 class _Plan:
     """Buffers, graphs and stages, added in schedule order. Bindings are written "buf" (the whole
-    buffer) or "buf[t]" (row t of it, inside a loop)."""
+    buffer), "buf[t]" (row t of it, inside a loop) or "buf[patch t]" (patch t of the input window)."""
 
-    def __init__(self):
+    def __init__(self, patch_size: int):
+        self.patch_size = patch_size
         self.buffers: dict[str, BufferSpec] = {}
         self.graphs: list[_Graph] = []
         self.stages: list[Stage] = []
@@ -70,6 +72,8 @@ class _Plan:
         examples = {}
         for b in ins:   # values do not matter: they only fix shapes for the exporter
             shape = self.buffers[b.buffer].shape
+            if b.patch:   # (1, C, T) -> patch (1, C, P)
+                shape = (1, shape[1], self.patch_size)
             examples[b.port] = torch.randn((1, *shape[1:]) if b.row else shape)
         self.graphs.append(_Graph(name, kind or name, module, examples, tuple(b.port for b in outs), sources))
         self.stages.append(Stage(name, loop, ins, outs, zero))
@@ -87,18 +91,28 @@ class _Plan:
 
     @staticmethod
     def _bind(ports: dict[str, str]) -> tuple[Binding, ...]:
-        return tuple(Binding(port, ref[:-3], True) if ref.endswith("[t]") else Binding(port, ref)
-                     for port, ref in ports.items())
+        def bind(port: str, ref: str) -> Binding:
+            if ref.endswith("[patch t]"):
+                return Binding(port, ref[:-len("[patch t]")], patch=True)
+            return Binding(port, ref[:-3], True) if ref.endswith("[t]") else Binding(port, ref)
+        return tuple(bind(port, ref) for port, ref in ports.items())
+
+
+FRONT_ENDS = ("streamed", "window")
 
 
 def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, out_dir: str | os.PathLike,
-                checkpoint: str | os.PathLike | None = None) -> Manifest:
+                checkpoint: str | os.PathLike | None = None, front_end: str = "streamed") -> Manifest:
     """Export `model` for one montage (`channel_names`, in the order of the input's channels) and
     one window length `n_samples` to `out_dir` (created; existing graph files are overwritten).
 
     `checkpoint`, if given, is recorded in the manifest (path and SHA-256) as the weights' origin;
     the model's input normalisation (`model.preprocess`, from the checkpoint; z-score when unset)
     as `manifest.preprocess`, which the firmware applies to the int16 counts it owns.
+    `front_end` "streamed" (default) computes the front end one patch at a time, straight into the
+    channel unification (`frontend_stream`: GroupNorm statistics in passes over the patches first);
+    "window" as one graph over the whole window (`Frontend`, then `Unify` per patch), which holds the
+    window's tokens and activations at once.
     Returns the manifest, also written to `out_dir/manifest.json`.
     """
     config = model.config
@@ -110,6 +124,8 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         raise ValueError(f"n_samples must be a positive multiple of the patch size {config.patch_size}, "
                          f"got {n_samples!r}")
     n_samples = int(n_samples)
+    if front_end not in FRONT_ENDS:
+        raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError("export needs a float32 model on the CPU: call model.cpu().float() first")
     checkpoint_info = _checkpoint_info(checkpoint) if checkpoint is not None else None
@@ -120,7 +136,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         with torch.no_grad():
             # raises ChannelError naming any channel that cannot be placed
             position_embedding = model.position_embedding([names], torch.device("cpu"))[0]
-        plan = _plan(model, position_embedding, n_samples)
+        plan = _plan(model, position_embedding, n_samples, front_end)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         specs = _export_graphs(plan.graphs, out)
@@ -142,18 +158,22 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
     return manifest
 
 
-def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int) -> _Plan:
+def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, front_end: str = "streamed") -> _Plan:
     """The graphs, buffers and schedule of one montage and window length."""
     c = model.config
     C, S, d = position_embedding.shape[0], n_samples // c.patch_size, c.d_model
-    plan = _Plan()
+    plan = _Plan(c.patch_size)
     plan.buffer("window", (1, C, n_samples), "input")
-    plan.buffer("tokens", (S, C, c.embed_dim))
-    plan.buffer("z0", (S, d))
-    plan.stage("frontend", Frontend(model, position_embedding), ("patch_embed", "freq_embed", "channel_location_embedder"),
-               "once", {"window": "window"}, {"tokens": "tokens"})
-    plan.stage("unify", Unify(model.cross_attn), ("cross_attn",),
-               "forward", {"tokens_t": "tokens[t]"}, {"latent_t": "z0[t]"})
+    if front_end == "streamed":
+        plan_streamed_frontend(plan, model, position_embedding, n_samples)
+    else:
+        plan.buffer("tokens", (S, C, c.embed_dim))
+        plan.buffer("z0", (S, d))
+        plan.stage("frontend", Frontend(model, position_embedding),
+                   ("patch_embed", "freq_embed", "channel_location_embedder"),
+                   "once", {"window": "window"}, {"tokens": "tokens"})
+        plan.stage("unify", Unify(model.cross_attn), ("cross_attn",),
+                   "forward", {"tokens_t": "tokens[t]"}, {"latent_t": "z0[t]"})
 
     # block i, forward:  acc_i[t]     = z_i[t]   + Mamba_fwd(LN(z_i))[t],  t = 0..S-1
     #          reverse:  z_{i+1}[t]   = acc_i[t] + Mamba_rev(LN(z_i))[t],  t = S-1..0

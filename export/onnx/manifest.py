@@ -11,6 +11,10 @@ runner, the generated C driver) runs the same loop:
             run stage.graph; store each output port in its buffer (or row t)
 
 A row binding reads or writes `buffer[t]` (axis 0); the port's shape is (1, *buffer.shape[1:]).
+A patch binding (inputs only) reads patch t of the input window (1, C, T): the C rows x P samples
+at column t*P, P = T / S; the port's shape is (1, C, P). It lets a per-patch graph stream the
+window, so that an executor never needs the whole float window at once (the firmware normalises
+each patch from the int16 counts it owns).
 A state buffer is both read and written by its stage: executors that cannot alias inputs and
 outputs must double-buffer it.
 """
@@ -67,7 +71,8 @@ class GraphSpec:
 
     name: str
     file: str
-    kind: str                  # frontend | unify | encoder_step | head_step | head_out
+    kind: str                  # frontend | unify | frontend_stats<k> | frontend_combine | frontend_patch |
+                               # encoder_step | head_step | head_out
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     sources: tuple[str, ...]   # state-dict prefixes of the modules its weights come from
@@ -86,11 +91,13 @@ class BufferSpec:
 
 @dataclass(frozen=True)
 class Binding:
-    """Graph port <-> buffer; `row` selects row t of the buffer inside a loop."""
+    """Graph port <-> buffer; `row` selects row t of the buffer inside a loop, `patch` patch t of the
+    input window (C rows x P samples at column t*P)."""
 
     port: str
     buffer: str
     row: bool = False
+    patch: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,10 +217,12 @@ class Manifest:
                 for b in bindings:
                     if b.buffer not in buffers:
                         raise ValueError(f"{where}: port {b.port!r} bound to unknown buffer {b.buffer!r}")
-                    if b.row and stage.loop == "once":
-                        raise ValueError(f"{where}: row binding {b.port!r} outside a loop")
+                    if (b.row or b.patch) and stage.loop == "once":
+                        raise ValueError(f"{where}: {'row' if b.row else 'patch'} binding {b.port!r} outside a loop")
                     shape = buffers[b.buffer].shape
                     expected = (1, *shape[1:]) if b.row else shape
+                    if b.patch:
+                        expected = self._check_patch_binding(where, b, what)
                     if b.row and shape[0] != self.n_patches:
                         raise ValueError(f"{where}: row binding {b.port!r} to {b.buffer!r} of {shape[0]} rows, "
                                          f"not S={self.n_patches}")
@@ -223,6 +232,16 @@ class Manifest:
             for name in stage.zero:
                 if buffers.get(name) is None or buffers[name].kind != "state":
                     raise ValueError(f"{where}: zeroes {name!r}, which is not a state buffer")
+
+    def _check_patch_binding(self, where: str, b: Binding, what: str) -> tuple[int, ...]:
+        """The port shape (1, C, P) of a patch binding, which must read the input window."""
+        if what != "input" or b.row or b.buffer != self.input_buffer:
+            raise ValueError(f"{where}: patch binding {b.port!r} must be an input reading the input buffer "
+                             f"{self.input_buffer!r} (not a row binding), got {what} of {b.buffer!r}")
+        if self.n_samples % self.n_patches:
+            raise ValueError(f"{where}: patch binding {b.port!r}: n_samples {self.n_samples} is not a multiple "
+                             f"of n_patches {self.n_patches}")
+        return (1, self.n_channels, self.n_samples // self.n_patches)
 
     def to_json(self) -> str:
         d = asdict(self)

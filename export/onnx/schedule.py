@@ -3,7 +3,8 @@
 check of the windows they are given.
 
 See `manifest` for the semantics: buffers start as zeros, each stage runs its graph once or
-once per token (forward or reverse), reading and writing whole buffers or one row per token.
+once per token (forward or reverse), reading and writing whole buffers or one row per token, or
+reading patch t of the input window.
 """
 from __future__ import annotations
 
@@ -24,12 +25,18 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
     buffers = {b.name: np.zeros(b.shape, dtype=np.float32) for b in manifest.buffers}
     buffers[manifest.input_buffer][...] = window
     steps = {"once": [None], "forward": range(manifest.n_patches), "reverse": range(manifest.n_patches - 1, -1, -1)}
+    P = manifest.n_samples // manifest.n_patches
+
+    def read(b, t):
+        if b.patch:
+            return buffers[b.buffer][:, :, t * P:(t + 1) * P]
+        return buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer]
+
     for stage in manifest.schedule:
         for name in stage.zero:
             buffers[name].fill(0.0)
         for t in steps[stage.loop]:
-            feeds = {b.port: (buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer]).copy()
-                     for b in stage.inputs}
+            feeds = {b.port: np.ascontiguousarray(read(b, t)).copy() for b in stage.inputs}
             results = run_graph(stage.graph, feeds)
             for b in stage.outputs:
                 if b.row:

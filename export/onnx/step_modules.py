@@ -106,7 +106,7 @@ def _query_scale(mha: nn.MultiheadAttention) -> float:
 def _in_proj(mha: nn.MultiheadAttention, which: int) -> nn.Linear:
     """The q (0), k (1) or v (2) part of a packed MHA input projection, as its own Linear."""
     E = mha.embed_dim
-    lin = nn.Linear(E, E)
+    lin = nn.Linear(E, E, dtype=mha.in_proj_weight.dtype)
     with torch.no_grad():
         lin.weight.copy_(mha.in_proj_weight[which * E:(which + 1) * E])
         lin.bias.copy_(mha.in_proj_bias[which * E:(which + 1) * E])

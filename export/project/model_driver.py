@@ -11,9 +11,14 @@ compiled graph (`<graph>_run()`, from `lumamba.export.codegen`) per step:
 
 lumamba_infer() takes the model's input, a window already normalised as the model was trained;
 lumamba_infer_counts() takes int16 ADC counts and normalises them on the device by the manifest's
-`preprocess` method (firmware/runtime/lumamba_normalise.c) into the arena's input block, then runs
-the same schedule. The counts may be anywhere; lumamba_counts_buffer() is the upper half of that
-input block, where they cost no RAM of their own: the normalisation runs in place there.
+`preprocess` method (firmware/runtime/lumamba_normalise.c), then runs the same schedule. When a
+stage reads the whole input window, the counts are normalised into the arena's input block, and
+lumamba_counts_buffer() is the upper half of that block (the normalisation runs in place there).
+When every stage reads the window a patch at a time (manifest patch bindings: the streamed front
+end), no float window exists: each patch is normalised from the counts (per-channel statistics
+computed first) into a patch block of C x P floats just before the stage that reads it, and
+lumamba_counts_buffer() is an int16 block of its own; lumamba_infer() copies the patch from the
+caller's float window instead.
 
 Memory is one static arena. Every buffer of the manifest (except the caller's input window and
 logits) and every graph's scratch is a block at an offset fixed here, with a lifetime in stages;
@@ -42,6 +47,8 @@ from ..onnx.manifest import Binding, Manifest, Stage
 
 GENERATOR = "lumamba.export.project.model_driver"
 COUNTS_INPUT = "counts_window"   # arena block lumamba_infer_counts() normalises the counts into
+COUNTS_INT16 = "counts_int16"    # streamed: arena block of lumamba_counts_buffer(), the int16 window
+PATCH_INPUT = "patch_input"      # streamed: arena block patch t of the window is loaded into
 # model.h's name of each lumamba.normalise method (lumamba_normalise.h defines their values)
 NORMALISATION_DEFINES = {"zscore": "LUMAMBA_NORM_ZSCORE", "robust": "LUMAMBA_NORM_ROBUST",
                          "fixed": "LUMAMBA_NORM_FIXED"}
@@ -104,6 +111,16 @@ def _nbytes(shape) -> int:
 def _external(manifest: Manifest) -> set[str]:
     """Buffers the caller owns: the input window and the logits."""
     return {manifest.input_buffer, manifest.logits_buffer}
+
+
+def _reads_whole_input(manifest: Manifest) -> bool:
+    """Whether some stage reads the input window whole (else only patch by patch, or not at all)."""
+    return any(b.buffer == manifest.input_buffer and not b.patch for s in manifest.schedule for b in s.inputs)
+
+
+def _patch_stages(manifest: Manifest) -> list[int]:
+    """Indices of the stages that read patch t of the input window."""
+    return [i for i, s in enumerate(manifest.schedule) if any(b.patch for b in s.inputs)]
 
 
 def _ping_pong(stage: Stage) -> set[str]:
@@ -174,9 +191,17 @@ def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPla
             wanted.append((_buffer_ident(buf.name) + "_next", nbytes, first[buf.name], last[buf.name],
                            what + ", second copy"))
     window = manifest.buffer(manifest.input_buffer)
-    if window.name in first:
+    if window.name in first and _reads_whole_input(manifest):
         wanted.append((COUNTS_INPUT, _nbytes(window.shape), first[window.name], last[window.name],
                        f"{window.name} float32{list(window.shape)} normalised from int16 counts (lumamba_infer_counts)"))
+    elif window.name in first:
+        wanted.append((COUNTS_INT16, _nbytes(window.shape) // 2, first[window.name], last[window.name],
+                       f"{window.name} int16{list(window.shape)} counts (lumamba_counts_buffer)"))
+    patched = _patch_stages(manifest)
+    if patched:
+        patch = (manifest.n_channels, manifest.n_samples // manifest.n_patches)
+        wanted.append((PATCH_INPUT, _nbytes(patch), patched[0], patched[-1],
+                       f"patch t of {window.name}, float32{list(patch)}"))
     for i, stage in enumerate(manifest.schedule):
         call = calls[stage.graph]
         if call.cgraph.arena_bytes:
@@ -221,8 +246,10 @@ class _Writer:
 
     def pointer(self, binding: Binding, output: bool, stage: Stage) -> str:
         m = self.manifest
+        if binding.patch:
+            return PATCH_INPUT
         if binding.buffer == m.input_buffer:
-            base = "window"
+            base = "input->window"
         elif binding.buffer == m.logits_buffer:
             base = "logits"
         else:
@@ -244,7 +271,10 @@ class _Writer:
         args += [self.pointer(outs[s.name], True, stage) for s in cg.outputs]
         args.append(f"arena + {self.plan.block(_scratch_ident(index)).offset}u" if cg.arena_bytes else "arena")
         inner = indent + "        "
-        lines = [f"{indent}if ({call.function}_run("]
+        lines = [f"{indent}if (load_patch(input, t, {PATCH_INPUT}) != LUMAMBA_OK) {{",
+                 f"{indent}    return LUMAMBA_ERR_NONFINITE_INPUT;", f"{indent}}}"] \
+            if any(b.patch for b in stage.inputs) else []
+        lines += [f"{indent}if ({call.function}_run("]
         lines += [f"{inner}{a}," for a in args[:-1]] + [f"{inner}{args[-1]}) != 0) {{"]
         lines += [f"{indent}    return LUMAMBA_ERR_INTERNAL;", f"{indent}}}"]
         for name in sorted(_ping_pong(stage)):
@@ -325,6 +355,13 @@ def model_h_defines(model_h: Path) -> dict[str, int]:
 
 def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
     channels = [f" *   {i:2d} {name}" for i, name in enumerate(manifest.channel_names)]
+    if _reads_whole_input(manifest):
+        counts_buffer = ["/* Room for one int16 window (LUMAMBA_COUNTS_BUFFER_BYTES) inside the arena, the upper half of",
+                         " * the float input block lumamba_infer_counts() normalises into (in place, so the window",
+                         " * costs no RAM of its own)."]
+    else:
+        counts_buffer = ["/* Room for one int16 window (LUMAMBA_COUNTS_BUFFER_BYTES) in a block of the arena, which",
+                         " * lumamba_infer_counts() normalises patch by patch (no float window is ever held)."]
     return "\n".join([
         f"/* LuMamba model interface. Generated by {GENERATOR}; do not edit. */",
         "#ifndef LUMAMBA_MODEL_H",
@@ -376,10 +413,9 @@ def _model_h(manifest: Manifest, plan: MemoryPlan) -> str:
         " * number. */",
         "int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits);",
         "",
-        "/* Room for one int16 window (LUMAMBA_COUNTS_BUFFER_BYTES) inside the arena, the upper half of",
-        " * the float input block lumamba_infer_counts() normalises into (in place, so the window costs",
-        " * no RAM of its own). Fill it, then call lumamba_infer_counts(lumamba_counts_buffer(), ...);",
-        " * an inference overwrites it. NULL before lumamba_init(). */",
+        *counts_buffer,
+        " * Fill it, then call lumamba_infer_counts(lumamba_counts_buffer(), ...); an inference overwrites",
+        " * it. NULL before lumamba_init(). */",
         "#define LUMAMBA_COUNTS_BUFFER_BYTES (2u * LUMAMBA_N_CHANNELS * LUMAMBA_N_SAMPLES)",
         "int16_t *lumamba_counts_buffer(void);",
         "",
@@ -433,6 +469,7 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
             "}",
             "",
         ]
+    lines += _input_lines(manifest)
     lines += [
         "int lumamba_init(void)",
         "{",
@@ -443,13 +480,13 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
         "    return LUMAMBA_OK;",
         "}",
         "",
-        "/* The schedule on a finite window (the entry points check their arguments). */",
-        "static int run_model(const float *window, float *logits)",
+        "/* The schedule on a finite input (the entry points check their arguments). */",
+        "static int run_model(const model_input_t *input, float *logits)",
         "{",
         "    uint8_t *const arena = lumamba_arena;",
     ]
     for b in plan.blocks:
-        if not b.name.startswith("scratch_") and b.name != COUNTS_INPUT:
+        if not b.name.startswith("scratch_") and b.name not in (COUNTS_INPUT, COUNTS_INT16):
             lines.append(f"    float *{b.name} = (float *)(arena + {b.offset}u);")
     if has_loop:
         lines += ["    size_t step;", "    size_t t;"]
@@ -469,9 +506,49 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
         "    return LUMAMBA_OK;",
         "}",
         "",
-        *_entry_points(plan),
+        *_entry_points(manifest, plan),
     ]
     return "\n".join(lines)
+
+
+def _input_lines(manifest: Manifest) -> list[str]:
+    """model_input_t and, for a schedule that reads the window patch by patch, load_patch()."""
+    lines = [
+        "/* The model's input: the caller's float window, or (streamed, window NULL) int16 counts that",
+        " * load_patch() normalises patch by patch with per-channel statistics norm. */",
+        "typedef struct {",
+        "    const float *window;",
+        "    const int16_t *counts;",
+        "    float uv_per_count;",
+        "    const lumamba_norm_row_t *norm;",
+        "} model_input_t;",
+        "",
+    ]
+    if not _patch_stages(manifest):
+        return lines
+    return lines + [
+        "#define LUMAMBA_PATCH_SIZE (LUMAMBA_N_SAMPLES / LUMAMBA_N_PATCHES)",
+        "",
+        "/* Patch t of the window (LUMAMBA_N_CHANNELS rows of LUMAMBA_PATCH_SIZE samples at column",
+        " * t * LUMAMBA_PATCH_SIZE) into patch, contiguous. LUMAMBA_ERR_NONFINITE_INPUT when a normalised",
+        " * sample overflowed (a huge uv_per_count); the float entry checked its window already. */",
+        "static int load_patch(const model_input_t *input, size_t t, float *patch)",
+        "{",
+        "    size_t ch;",
+        "    for (ch = 0u; ch < LUMAMBA_N_CHANNELS; ++ch) {",
+        "        size_t at = ch * LUMAMBA_N_SAMPLES + t * LUMAMBA_PATCH_SIZE;",
+        "        if (input->window != NULL) {",
+        "            memcpy(patch + ch * LUMAMBA_PATCH_SIZE, input->window + at, LUMAMBA_PATCH_SIZE * sizeof(float));",
+        "        } else {",
+        "            lumamba_normalise_apply_s16(input->counts + at, 1u, LUMAMBA_PATCH_SIZE, input->uv_per_count,",
+        "                                        &input->norm[ch], patch + ch * LUMAMBA_PATCH_SIZE);",
+        "        }",
+        "    }",
+        "    return input->window != NULL ? LUMAMBA_OK",
+        "                                 : lumamba_check_finite(patch, (size_t)LUMAMBA_N_CHANNELS * LUMAMBA_PATCH_SIZE);",
+        "}",
+        "",
+    ]
 
 
 def _preprocess_text(manifest: Manifest) -> str:
@@ -481,12 +558,13 @@ def _preprocess_text(manifest: Manifest) -> str:
             "fixed": "x / 50 microvolts"}[manifest.preprocess["normalisation"]]
 
 
-def _entry_points(plan: MemoryPlan) -> list[str]:
+def _entry_points(manifest: Manifest, plan: MemoryPlan) -> list[str]:
     """lumamba_infer() and lumamba_infer_counts(): argument checks, then run_model()."""
-    counts_offset = plan.block(COUNTS_INPUT).offset
-    return [
+    streamed = not _reads_whole_input(manifest)
+    lines = [
         "int lumamba_infer(const float *window, float *logits)",
         "{",
+        "    model_input_t input;",
         "    int status;",
         "    if (lumamba_arena == NULL) {",
         "        return LUMAMBA_ERR_NOT_INITIALISED;",
@@ -498,35 +576,72 @@ def _entry_points(plan: MemoryPlan) -> list[str]:
         "    if (status != LUMAMBA_OK) {",
         "        return status;",
         "    }",
-        "    return run_model(window, logits);",
+        "    input.window = window;",
+        "    input.counts = NULL;",
+        "    input.uv_per_count = 0.0f;",
+        "    input.norm = NULL;",
+        "    return run_model(&input, logits);",
         "}",
         "",
         "int lumamba_infer_counts(const int16_t *counts, float uv_per_count, float *logits)",
         "{",
-        "    float *window;",
-        "    int status;",
+    ]
+    checks = [
         "    if (lumamba_arena == NULL) {",
         "        return LUMAMBA_ERR_NOT_INITIALISED;",
         "    }",
         "    if (counts == NULL || logits == NULL) {",
         "        return LUMAMBA_ERR_NULL_POINTER;",
         "    }",
-        f"    window = (float *)(lumamba_arena + {counts_offset}u);  /* {COUNTS_INPUT} */",
-        "    status = lumamba_normalise_window_s16(counts, LUMAMBA_N_CHANNELS, LUMAMBA_N_SAMPLES, uv_per_count,",
-        "                                          LUMAMBA_NORMALISATION, window);",
-        "    if (status != LUMAMBA_OK) {",
-        "        return status;",
-        "    }",
-        "    /* the float entry's checks too: a huge uv_per_count could overflow a sample */",
-        "    return lumamba_infer(window, logits);",
-        "}",
+    ]
+    if streamed:
+        counts_offset = plan.block(COUNTS_INT16).offset
+        lines += [
+            "    /* per-channel statistics first; each patch is normalised when a stage reads it */",
+            "    lumamba_norm_row_t norm[LUMAMBA_N_CHANNELS];",
+            "    model_input_t input;",
+            "    size_t ch;",
+            *checks,
+            "    for (ch = 0u; ch < LUMAMBA_N_CHANNELS; ++ch) {",
+            "        int status = lumamba_normalise_stats_s16(counts + ch * LUMAMBA_N_SAMPLES, 1u, LUMAMBA_N_SAMPLES,",
+            "                                                 uv_per_count, LUMAMBA_NORMALISATION, &norm[ch]);",
+            "        if (status != LUMAMBA_OK) {",
+            "            return status;",
+            "        }",
+            "    }",
+            "    input.window = NULL;",
+            "    input.counts = counts;",
+            "    input.uv_per_count = uv_per_count;",
+            "    input.norm = norm;",
+            "    return run_model(&input, logits);",
+            "}",
+        ]
+        buffer = f"(int16_t *)(lumamba_arena + {counts_offset}u)"
+    else:
+        counts_offset = plan.block(COUNTS_INPUT).offset
+        lines += [
+            "    float *window;",
+            "    int status;",
+            *checks,
+            f"    window = (float *)(lumamba_arena + {counts_offset}u);  /* {COUNTS_INPUT} */",
+            "    status = lumamba_normalise_window_s16(counts, LUMAMBA_N_CHANNELS, LUMAMBA_N_SAMPLES, uv_per_count,",
+            "                                          LUMAMBA_NORMALISATION, window);",
+            "    if (status != LUMAMBA_OK) {",
+            "        return status;",
+            "    }",
+            "    /* the float entry's checks too: a huge uv_per_count could overflow a sample */",
+            "    return lumamba_infer(window, logits);",
+            "}",
+        ]
+        buffer = f"(int16_t *)(lumamba_arena + {counts_offset}u + LUMAMBA_COUNTS_BUFFER_BYTES)"
+    return lines + [
         "",
         "int16_t *lumamba_counts_buffer(void)",
         "{",
         "    if (lumamba_arena == NULL) {",
         "        return NULL;",
         "    }",
-        f"    return (int16_t *)(lumamba_arena + {counts_offset}u + LUMAMBA_COUNTS_BUFFER_BYTES);",
+        f"    return {buffer};",
         "}",
         "",
     ]

@@ -107,12 +107,13 @@ static int32_t quantile_x4(selector_t *s, uint32_t quarter)
     return 4 * a + (b - a) * frac_x4;
 }
 
-static void zscore_row(const int16_t *counts, size_t stride, uint32_t n, float scale, float *out)
+/* The statistics of each method, as lumamba_norm_row_t: centred = (k * count - offset) / k with
+ * k * count - offset an exact integer, then out = (centred * scale) / den. */
+static void zscore_stats(const int16_t *counts, size_t stride, uint32_t n, float scale, lumamba_norm_row_t *row)
 {
     int64_t s1 = 0;
     int64_t s2 = 0;
     float var;
-    float den;
     uint32_t t;
     for (t = 0; t < n; ++t) {
         int32_t c = counts[(size_t)t * stride];
@@ -121,44 +122,25 @@ static void zscore_row(const int16_t *counts, size_t stride, uint32_t n, float s
     }
     /* n^2 var and n (x - mean) are exact integers: one rounding each, however large the DC level. */
     var = (float)((int64_t)n * s2 - s1 * s1) / (float)((int64_t)n * (int64_t)(n - 1u));
-    den = sqrtf(var) * scale + LUMAMBA_NORM_EPS;
-    for (t = 0; t < n; ++t) {
-        float centred = (float)((int64_t)n * count_at(counts, stride, t) - s1) / (float)n;
-        out[t] = (centred * scale) / den;
-    }
+    row->k = n;
+    row->offset = s1;
+    row->den = sqrtf(var) * scale + LUMAMBA_NORM_EPS;
 }
 
-static void robust_row(const int16_t *counts, size_t stride, uint32_t n, float scale, float *out)
+static void robust_stats(const int16_t *counts, size_t stride, uint32_t n, float scale, lumamba_norm_row_t *row)
 {
     selector_t s;
-    float median;
-    float den;
-    uint32_t t;
     int32_t q1;
-    int32_t q2;
     int32_t q3;
     selector_init(&s, counts, stride, n);
     q1 = quantile_x4(&s, 1u);
-    q2 = quantile_x4(&s, 2u);
+    row->offset = quantile_x4(&s, 2u);   /* 4 * median: (4 c - 4 median) / 4 = c - median, exact */
     q3 = quantile_x4(&s, 3u);
-    median = (float)q2 * 0.25f;                                          /* exact */
-    den = (((float)(q3 - q1) * 0.25f) * scale) / LUMAMBA_NORM_IQR_TO_STD + LUMAMBA_NORM_EPS;
-    for (t = 0; t < n; ++t) {
-        float centred = (float)count_at(counts, stride, t) - median;      /* exact */
-        out[t] = (centred * scale) / den;
-    }
+    row->k = 4u;
+    row->den = (((float)(q3 - q1) * 0.25f) * scale) / LUMAMBA_NORM_IQR_TO_STD + LUMAMBA_NORM_EPS;
 }
 
-static void fixed_row(const int16_t *counts, size_t stride, uint32_t n, float scale, float *out)
-{
-    uint32_t t;
-    for (t = 0; t < n; ++t) {
-        out[t] = ((float)count_at(counts, stride, t) * scale) / LUMAMBA_NORM_FIXED_SCALE_UV;
-    }
-}
-
-int lumamba_normalise_row_s16(const int16_t *counts, size_t stride, uint32_t n, float uv_per_count,
-                              int method, float *out)
+static int check_arguments(const void *counts, const void *out, size_t stride, uint32_t n, float uv_per_count)
 {
     if (counts == NULL || out == NULL) {
         return LUMAMBA_ERR_NULL_POINTER;
@@ -167,12 +149,51 @@ int lumamba_normalise_row_s16(const int16_t *counts, size_t stride, uint32_t n, 
         lumamba_check_finite(&uv_per_count, 1u) != LUMAMBA_OK || !(uv_per_count > 0.0f)) {
         return LUMAMBA_ERR_BAD_ARGUMENT;
     }
+    return LUMAMBA_OK;
+}
+
+int lumamba_normalise_stats_s16(const int16_t *counts, size_t stride, uint32_t n, float uv_per_count,
+                                int method, lumamba_norm_row_t *row)
+{
+    int status = check_arguments(counts, row, stride, n, uv_per_count);
+    if (status != LUMAMBA_OK) {
+        return status;
+    }
     switch (method) {
-    case LUMAMBA_NORM_ZSCORE: zscore_row(counts, stride, n, uv_per_count, out); return LUMAMBA_OK;
-    case LUMAMBA_NORM_ROBUST: robust_row(counts, stride, n, uv_per_count, out); return LUMAMBA_OK;
-    case LUMAMBA_NORM_FIXED: fixed_row(counts, stride, n, uv_per_count, out); return LUMAMBA_OK;
+    case LUMAMBA_NORM_ZSCORE: zscore_stats(counts, stride, n, uv_per_count, row); return LUMAMBA_OK;
+    case LUMAMBA_NORM_ROBUST: robust_stats(counts, stride, n, uv_per_count, row); return LUMAMBA_OK;
+    case LUMAMBA_NORM_FIXED:
+        row->k = 1u;
+        row->offset = 0;
+        row->den = LUMAMBA_NORM_FIXED_SCALE_UV;
+        return LUMAMBA_OK;
     default: return LUMAMBA_ERR_BAD_ARGUMENT;
     }
+}
+
+void lumamba_normalise_apply_s16(const int16_t *counts, size_t stride, uint32_t n, float uv_per_count,
+                                 const lumamba_norm_row_t *row, float *out)
+{
+    uint32_t t;
+    for (t = 0; t < n; ++t) {
+        float centred = (float)((int64_t)row->k * count_at(counts, stride, t) - row->offset) / (float)row->k;
+        out[t] = (centred * uv_per_count) / row->den;
+    }
+}
+
+int lumamba_normalise_row_s16(const int16_t *counts, size_t stride, uint32_t n, float uv_per_count,
+                              int method, float *out)
+{
+    lumamba_norm_row_t row;
+    int status = check_arguments(counts, out, stride, n, uv_per_count);
+    if (status != LUMAMBA_OK) {
+        return status;
+    }
+    status = lumamba_normalise_stats_s16(counts, stride, n, uv_per_count, method, &row);
+    if (status == LUMAMBA_OK) {
+        lumamba_normalise_apply_s16(counts, stride, n, uv_per_count, &row, out);
+    }
+    return status;
 }
 
 int lumamba_normalise_window_s16(const int16_t *counts, uint32_t n_channels, uint32_t n, float uv_per_count,

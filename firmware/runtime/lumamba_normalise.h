@@ -40,6 +40,35 @@ extern "C" {
 #define LUMAMBA_NORM_MAX_SAMPLES 65535u
 
 /*
+ * One channel's statistics, so that a window can be normalised a piece at a time (a streamed
+ * front end normalises one patch of every channel at a time and never holds the float window):
+ * sample c becomes ((float)(k * c - offset) / (float)k * uv_per_count) / den, with k * c - offset
+ * an exact integer (z-score: k = n, offset = the sum of the row; robust: k = 4, offset = 4 x the
+ * median; fixed: k = 1, offset = 0, den = 50), the very arithmetic of lumamba_normalise_row_s16.
+ */
+typedef struct {
+    int64_t offset;
+    uint32_t k;
+    float den;
+} lumamba_norm_row_t;
+
+/*
+ * The statistics of one channel of n counts at counts[0], counts[stride], ...; returns as
+ * lumamba_normalise_row_s16 (row in place of out).
+ */
+int lumamba_normalise_stats_s16(const int16_t *counts, size_t stride, uint32_t n, float uv_per_count,
+                                int method, lumamba_norm_row_t *row);
+
+/*
+ * Normalise n counts of a channel (any run of its samples) with its statistics `row`
+ * (from lumamba_normalise_stats_s16 with the same uv_per_count) into out[0..n-1]; bit for bit the
+ * values lumamba_normalise_row_s16 gives those samples. No checks: the caller passes valid
+ * pointers and the row lumamba_normalise_stats_s16 accepted.
+ */
+void lumamba_normalise_apply_s16(const int16_t *counts, size_t stride, uint32_t n, float uv_per_count,
+                                 const lumamba_norm_row_t *row, float *out);
+
+/*
  * Normalise one channel: n counts at counts[0], counts[stride], ..., counts[(n-1)*stride]
  * (stride 1: a channel-major row; stride n_channels: an instant-major block) into out[0..n-1].
  * Returns LUMAMBA_OK, LUMAMBA_ERR_NULL_POINTER, or LUMAMBA_ERR_BAD_ARGUMENT (unknown method,
