@@ -142,7 +142,8 @@ def _int8_gemm_macs(project) -> dict[str, int]:
     for graph, n_runs in runs.items():
         model = onnx.shape_inference.infer_shapes(onnx.load(project / "onnx" / f"{graph}.onnx"))
         g = model.graph
-        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.value_info, *g.input]}
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                  for v in [*g.value_info, *g.input, *g.output]}
         shapes.update({i.name: list(i.dims) for i in g.initializer})
         total = 0
         for node in g.node:
@@ -171,9 +172,12 @@ def test_kernel_profile_counts_every_gemm_mac(m4_project):
     for k in profile.kernels:
         counted[k.graph] += k.gemm_macs
     assert counted == _int8_gemm_macs(out) and sum(counted.values()) > 1_000_000
-    # the front end's matmuls run over 16-token tiles, the per-token step graphs one token per call
+    # the front end's matmuls and the blocks' projections (window form: all S = 16 tokens of a
+    # window in the pre and post graphs) run over 16-token tiles; the scan graphs have no matmul
     assert max(k.tokens_per_call for k in profile.gemm_kernels() if k.graph == "frontend") == 16
-    assert {k.tokens_per_call for k in profile.gemm_kernels() if k.graph.startswith("block")} == {1}
+    assert {k.tokens_per_call for k in profile.gemm_kernels() if k.graph.startswith("block")} == {16}
+    assert {k.graph for k in profile.gemm_kernels() if k.graph.startswith("block")} == {
+        "block0_fwd_pre", "block0_fwd_post", "block0_rev_pre", "block0_rev_post"}
     assert 1 < profile.gemm_instructions_per_mac() < 10
 
 

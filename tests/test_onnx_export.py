@@ -64,18 +64,19 @@ def windows(n_channels: int, n_samples: int, batch: int = 2, seed: int = 1) -> t
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    """Export each (config, montage, T) once per session; the model goes through a checkpoint
+    """Export each (config, montage, T, Mamba form; window by default) once per session; the model goes through a checkpoint
     round trip first (save_checkpoint -> load_pretrained, the published layout)."""
     cache = {}
 
-    def get(config: str, montage: str, n_samples: int):
-        key = (config, montage, n_samples)
+    def get(config: str, montage: str, n_samples: int, mamba_form: str = "window"):
+        key = (config, montage, n_samples, mamba_form)
         if key not in cache:
-            root = tmp_path_factory.mktemp(f"{config}_{montage}_{n_samples}")
+            root = tmp_path_factory.mktemp(f"{config}_{montage}_{n_samples}_{mamba_form}")
             checkpoint = save_checkpoint(make_model(config), root / "model.safetensors")
             model = load_pretrained(checkpoint, n_classes=N_CLASSES).eval()
             names = list(MONTAGES[montage])
-            manifest = export_onnx(model, names, n_samples, root / "onnx", checkpoint=checkpoint)
+            manifest = export_onnx(model, names, n_samples, root / "onnx", checkpoint=checkpoint,
+                                   mamba_form=mamba_form)
             cache[key] = model, names, root / "onnx", manifest
         return cache[key]
 
@@ -105,22 +106,33 @@ def test_parity_with_pytorch(exports, config, montage, n_samples):
     check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples}")
 
 
+def test_parity_with_pytorch_step_form(exports):
+    model, names, out_dir, _ = exports(*SMALL, mamba_form="step")
+    check_parity(model, names, out_dir, SMALL[2], "{} {} T={} (step form)".format(*SMALL))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config,montage,n_samples", SLOW_CASES)
-def test_parity_with_pytorch_grid(exports, config, montage, n_samples):
-    model, names, out_dir, _ = exports(config, montage, n_samples)
-    check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples}")
+@pytest.mark.parametrize("mamba_form", ["window", "step"])
+def test_parity_with_pytorch_grid(exports, config, montage, n_samples, mamba_form):
+    model, names, out_dir, _ = exports(config, montage, n_samples, mamba_form)
+    check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({mamba_form} form)")
 
 
-def test_parity_detects_swapped_directions(exports, tmp_path):
+@pytest.mark.parametrize("mamba_form, graphs", [("step", ("block0_fwd", "block0_rev")),
+                                                ("window", ("block0_fwd_pre", "block0_rev_pre"))])
+def test_parity_detects_swapped_directions(exports, tmp_path, mamba_form, graphs):
     """The tolerances are far below the effect of a wiring error: running block 0's reverse
-    weights forwards (and vice versa) moves the latent by much more than 1e-4."""
-    model, names, out_dir, _ = exports(*SMALL)
+    weights forwards (and vice versa) moves the latent by much more than 1e-4. In the window form
+    the pre graphs of the two directions differ in structure (causal and anti-causal conv), so
+    swapping them also swaps the conv's direction."""
+    model, names, out_dir, _ = exports(*SMALL, mamba_form=mamba_form)
     shutil.copytree(out_dir, tmp_path / "swapped")
     swapped = tmp_path / "swapped"
-    (swapped / "block0_fwd.onnx").replace(swapped / "tmp.onnx")
-    (swapped / "block0_rev.onnx").replace(swapped / "block0_fwd.onnx")
-    (swapped / "tmp.onnx").replace(swapped / "block0_rev.onnx")
+    fwd, rev = graphs
+    (swapped / f"{fwd}.onnx").replace(swapped / "tmp.onnx")
+    (swapped / f"{rev}.onnx").replace(swapped / f"{fwd}.onnx")
+    (swapped / "tmp.onnx").replace(swapped / f"{rev}.onnx")
     x = windows(len(names), 1280)
     with torch.no_grad():
         latent = model.encode(x, names).numpy()
@@ -148,7 +160,7 @@ def test_stage_outputs_match_pytorch_intermediates(exports):
 def test_step_graph_is_one_mamba_step(exports):
     """block0_rev on a random token and non-zero state equals LayerNorm + Mamba.step of the
     model (the reference recurrence), state outputs included."""
-    model, _, out_dir, _ = exports(*SMALL)
+    model, _, out_dir, _ = exports(*SMALL, mamba_form="step")
     mamba, norm = model.mamba_blocks[0].mamba_rev, model.norm_layers[0]
     g = torch.Generator().manual_seed(3)
     x_t, acc = torch.randn(1, mamba.d_model, generator=g), torch.randn(1, mamba.d_model, generator=g)
@@ -193,7 +205,8 @@ def test_tvm_imports_every_graph(exports):
 
 
 def test_manifest_describes_the_schedule(exports):
-    model, names, out_dir, manifest = exports(*SMALL)
+    model, names, out_dir, manifest = exports(*SMALL, mamba_form="step")
+    assert manifest.mamba_form == "step"
     c = model.config
     assert Manifest.load(out_dir) == manifest
     on_disk = json.loads((out_dir / "manifest.json").read_text())
