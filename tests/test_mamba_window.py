@@ -12,7 +12,6 @@ bit for bit in test_int8_export.py.
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from test_onnx_export import make_model
 from lumamba.export import cli
 from lumamba.export.onnx.exporter import export_onnx
 from lumamba.export.onnx.mamba_window import EncoderPost, EncoderPre, HeadPost, HeadPre, ScanStep
-from lumamba.export.onnx.manifest import Manifest
 from lumamba.montages import MONTAGES
 
 S = 7   # odd and more than d_conv: every tap meets the zero padding at one end and real tokens elsewhere
@@ -94,15 +92,3 @@ def test_bad_mamba_form_is_rejected(tmp_path, capsys):
         cli.build_parser().parse_args(["--target", "onnx", "--mamba-form", "chunk"])
     assert "--mamba-form: invalid choice: 'chunk' (choose from 'window', 'step')" in capsys.readouterr().err
     assert cli.build_parser().parse_args(["--target", "onnx"]).mamba_form == "window"
-
-
-def test_manifest_records_the_form(tmp_path):
-    """The manifest says which form it is; one written before the field existed is the step form,
-    and an unknown form is refused on load."""
-    manifest = export_onnx(make_model("micro"), list(MONTAGES["tcp22"]), 640, tmp_path)
-    assert manifest.mamba_form == "window" and Manifest.load(tmp_path).mamba_form == "window"
-    d = json.loads((tmp_path / "manifest.json").read_text())
-    assert Manifest.from_dict({k: v for k, v in d.items() if k != "mamba_form"}).mamba_form == "step"
-    (tmp_path / "manifest.json").write_text(json.dumps({**d, "mamba_form": "chunk"}))
-    with pytest.raises(ValueError, match="manifest.json: mamba_form must be one of 'window', 'step', got 'chunk'"):
-        Manifest.load(tmp_path)
