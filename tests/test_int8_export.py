@@ -272,13 +272,16 @@ def test_bad_int8_options_name_the_option(args, message, capsys):
 
 
 @pytest.mark.slow
-def test_cli_host_int8_verify(tmp_path, calib_npz):
-    """The native verification of the default (automatic precision) int8 export. The .npz holds 3 + 3
+@pytest.mark.parametrize("mamba_form", ["window", "step"])
+def test_cli_host_int8_verify(tmp_path, calib_npz, mamba_form):
+    """The native verification of the default (automatic precision) int8 export, in both Mamba
+    forms (m4_project covers the default window form in the default suite). The .npz holds 3 + 3
     test windows of a random model, so its AUROC moves in steps of 1/9: one swapped pair exceeds
     any --max-drift below 0.11. The gate is m4_project's and test_drift_gate's subject, not this one's."""
-    run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz),
+    run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz), "--mamba-form", mamba_form,
                   "--calib-windows", str(N_CALIB), "--max-drift", "1", "--verify", "--out", str(tmp_path / "host")])
     assert run.returncode == 0, run.stdout + run.stderr
+    assert f"Mamba in {mamba_form} form" in run.stdout
     assert f"host (native): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
 
 
