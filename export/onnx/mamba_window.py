@@ -10,8 +10,8 @@ instead of once per token as in `step_modules.MambaStep`. Three graphs per Mamba
     EncoderPost             y, gate, residual (S, d) -> residual + out_proj(y * gate)
     HeadPost                y, gate -> logits = fc3(mean_t out_proj(y * gate))
 
-The conv is written with ops the int8 pipeline runs as float (Concat of constant zeros, Slice,
-Mul, Add; no grouped Conv). A reverse direction is not flipped: its conv is anti-causal (the zeros
+The conv is written with ops the int8 pipeline runs as float (Slice, Mul, Add, Concat; no grouped
+Conv, which the int8 pipeline does not run, and no zero padding stored in flash). A reverse direction is not flipped: its conv is anti-causal (the zeros
 after the tokens) and its scan runs t = S-1..0, which is Mamba on the flipped sequence, flipped back.
 The taps are summed in the step form's order (tap 0 first), so both forms do the same float ops.
 """
@@ -45,21 +45,35 @@ class MambaWindowPre(nn.Module):
             for k in range(mamba.d_conv):
                 self.register_buffer(f"conv_tap{k}", mamba.conv1d.weight[:, 0, k].clone())
             self.register_buffer("conv_bias", mamba.conv1d.bias.clone())
-            self.register_buffer("conv_pad", torch.zeros(mamba.d_conv - 1, mamba.d_inner))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        S, K = x.shape[0], self.d_conv
         u, z = self.in_proj(x).chunk(2, dim=-1)                          # (S, d_inner) each
-        padded = torch.cat([self.conv_pad, u] if self.causal else [u, self.conv_pad], dim=0)
-        conv = None
-        for k in range(K):
-            start = k if self.causal else K - 1 - k
-            tap = padded[start:start + S] * getattr(self, f"conv_tap{k}")
-            conv = tap if conv is None else conv + tap
-        u = F.silu(conv + self.conv_bias)
+        u = F.silu(self._conv(u) + self.conv_bias)
         dt, B, C = self.x_proj(u).split(self.splits, dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         return u, delta, B, C, F.silu(z)
+
+    def _conv(self, u: Tensor) -> Tensor:
+        """The depthwise conv over tokens without its bias, zero-padded at the start (causal) or
+        the end, but with no zeros stored or multiplied: tap k, shifted by K-1-k tokens, only
+        touches the rows it reaches, and the rows it reaches first are joined on (Concat). Each
+        row sums its taps in the step form's order (tap 0 first), where the padded taps add 0."""
+        S, K = u.shape[0], self.d_conv
+        acc, reached = None, 0                  # acc holds the `reached` rows nearest the far end
+        for k in range(K):
+            shift = K - 1 - k
+            if shift >= S:                      # this tap reads only padding
+                continue
+            tap = (u[:S - shift] if self.causal else u[shift:]) * getattr(self, f"conv_tap{k}")   # S - shift rows
+            new = S - shift - reached           # rows this tap reaches first
+            if acc is None:
+                acc = tap
+            elif self.causal:                   # rows [shift, S): the new ones come first
+                acc = torch.cat([tap[:new], acc + tap[new:]], dim=0)
+            else:                               # rows [0, S - shift): the new ones come last
+                acc = torch.cat([acc + tap[:reached], tap[reached:]], dim=0)
+            reached = S - shift
+        return acc
 
 
 class MambaScan(nn.Module):
