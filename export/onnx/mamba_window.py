@@ -11,8 +11,9 @@ instead of once per token as in `step_modules.MambaStep`. Three graphs per Mamba
     HeadPost                y, gate -> logits = fc3(mean_t out_proj(y * gate))
 
 The conv is written with ops the int8 pipeline runs as float (Slice, Mul, Add, Concat; no grouped
-Conv, which the int8 pipeline does not run, and no zero padding stored in flash). A reverse direction is not flipped: its conv is anti-causal (the zeros
-after the tokens) and its scan runs t = S-1..0, which is Mamba on the flipped sequence, flipped back.
+Conv, which the int8 pipeline does not run, and no zero padding stored in flash). A reverse
+direction is not flipped: its conv is anti-causal (the zeros after the tokens) and its scan runs
+t = S-1..0, which is Mamba on the flipped sequence, flipped back.
 The taps are summed in the step form's order (tap 0 first), so both forms do the same float ops.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from lumamba.heads import MambaHead
 from lumamba.mamba import Mamba
+
 
 class MambaWindowPre(nn.Module):
     """in_proj -> depthwise conv over the S tokens -> SiLU -> x_proj -> dt_proj -> softplus.
