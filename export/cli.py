@@ -44,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lumamba.export.onnx.manifest import MAMBA_FORMS
 from lumamba.export.output_dir import (OutputDirError, check_output_dir, install, new_partial,
                                        remove_stale_partials, termination_as_interrupt)
 
@@ -227,9 +228,10 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
 
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
     onnx_dir = work if board is None else work / ONNX_DIR
-    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint, front_end=args.front_end)
+    manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint,
+                           front_end=args.front_end, mamba_form=args.mamba_form)
     print(f"      {len(manifest.graphs)} graphs, {len(manifest.schedule)} stages, "
-          f"{manifest.n_patches} tokens per window")
+          f"{manifest.n_patches} tokens per window, Mamba in {args.mamba_form} form")
     if board is None:
         if args.verify:
             steps("verifying onnxruntime against PyTorch on fixed windows")
@@ -556,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "over the patches first, straight into the channel unification (no float window or "
                         "token buffer held); window: one graph over the whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
+    p.add_argument("--mamba-form", choices=list(MAMBA_FORMS), default="step",
+                   help="step (default): one graph per token with its conv and scan state (least RAM); window: "
+                        "each Mamba's projections over all tokens of the window (matrix-matrix GEMMs, only the "
+                        "scan per token): fewer instructions, more RAM (README, Export). Same model, same outputs")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
                         "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model); "

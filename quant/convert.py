@@ -31,6 +31,11 @@ _UNIFY = {"keys_norm": "cross_attn.keys_norm", "values_norm": "cross_attn.values
           "k_proj": "cross_attn.cross_attention.k_proj", "v_proj": "cross_attn.cross_attention.v_proj",
           "out_proj": "cross_attn.cross_attention.out_proj", "ffn": "cross_attn.ffn",
           "layers": "cross_attn.query_self_attn.layers"}
+# The window form's graph kinds (export/onnx/mamba_window.py): the local module names, in the order
+# of the graph's sources, so a layer keeps the step form's name (e.g. classifier.mamba_1.out_proj).
+_WINDOW_MODULES = {"encoder_pre_fwd": ("norm", "mamba"), "encoder_pre_rev": ("norm", "mamba"),
+                   "encoder_scan": ("mamba",), "encoder_post": ("mamba",),
+                   "head_pre": ("fc1", "mamba"), "head_scan": ("mamba",), "head_post": ("mamba", "fc3")}
 _WEIGHT_SUFFIX = re.compile(r"(\.weight|_weight)(\.folded\d*)?$")
 QUANTISABLE = ("Gemm", "MatMul", "Conv")
 
@@ -49,6 +54,9 @@ def _prefixes(spec: GraphSpec) -> dict[str, str]:
         return {"norm" if spec.kind == "encoder_step" else "fc1": s[0], "mamba": s[1]}
     if spec.kind == "head_out" and len(s) == 1:
         return {"fc3": s[0], "fc1": s[0]}
+    modules = _WINDOW_MODULES.get(spec.kind, ())
+    if modules and len(s) == len(modules):
+        return dict(zip(modules, s))
     return {}
 
 

@@ -132,18 +132,20 @@ def test_profile_on_the_host_is_refused(micro_project):
 
 
 def test_shared_encoder_kernels_and_weights_in_flash(micro_project):
+    """The window form's scan and post graphs of all encoder directions share one kernel set per
+    kind, each with its own weights file (the pre graphs of the two directions differ: conv side)."""
     out, _ = micro_project
     manifest = Manifest.load(out / ONNX_DIR)
-    steps = [g.name for g in manifest.graphs if g.kind == "encoder_step"]
-    assert len(steps) == 2 * CONFIGS["micro"].n_blocks
-    # one kernel set for every encoder step, one weights file per step
-    assert len(list(out.glob("lumamba_encoder_step*_kernels.c"))) == 1
-    assert not [p for s in steps for p in out.glob(f"lumamba_{s}*")]
-    for s in steps:
-        text = (out / f"weights_{s}.c").read_text()
-        assert re.search(rf"^const float lumamba_{s}_\w+\[\d+\] = {{", text, re.M)
     code = re.sub(r"/\*.*?\*/", "", (out / "model.c").read_text(), flags=re.S)
-    assert code.count("lumamba_encoder_step_run(") == len(steps)
+    for kind in ("encoder_scan", "encoder_post"):
+        members = [g.name for g in manifest.graphs if g.kind == kind]
+        assert len(members) == 2 * CONFIGS["micro"].n_blocks
+        assert len(list(out.glob(f"lumamba_{kind}*_kernels.c"))) == 1
+        assert not [p for s in members for p in out.glob(f"lumamba_{s}*")]
+        for s in members:
+            text = (out / f"weights_{s}.c").read_text()
+            assert re.search(rf"^const float lumamba_{s}_\w+\[\d+\] = {{", text, re.M)
+        assert code.count(f"lumamba_{kind}_run(") == len(members)
     assert not re.search(r"\b(malloc|calloc|free)\b", code)
     # the memory report counts every weights_*.c as weights: more than the raw parameter bytes
     report = json.loads((out / "memory.json").read_text())

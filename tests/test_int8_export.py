@@ -158,7 +158,8 @@ def _int8_gemm_macs(project) -> dict[str, int]:
     for graph, n_runs in runs.items():
         model = onnx.shape_inference.infer_shapes(onnx.load(project / "onnx" / f"{graph}.onnx"))
         g = model.graph
-        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.value_info, *g.input]}
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                  for v in [*g.value_info, *g.input, *g.output]}
         shapes.update({i.name: list(i.dims) for i in g.initializer})
         total = 0
         for node in g.node:
@@ -287,13 +288,16 @@ def test_bad_int8_options_name_the_option(args, message, capsys):
 
 
 @pytest.mark.slow
-def test_cli_host_int8_verify(tmp_path, calib_npz):
-    """The native verification of the default (automatic precision) int8 export. The .npz holds 3 + 3
+@pytest.mark.parametrize("mamba_form", ["window", "step"])
+def test_cli_host_int8_verify(tmp_path, calib_npz, mamba_form):
+    """The native verification of the default (automatic precision) int8 export, in both Mamba
+    forms (m4_project covers the default window form in the default suite). The .npz holds 3 + 3
     test windows of a random model, so its AUROC moves in steps of 1/9: one swapped pair exceeds
     any --max-drift below 0.11. The gate is m4_project's and test_drift_gate's subject, not this one's."""
-    run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz),
+    run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz), "--mamba-form", mamba_form,
                   "--calib-windows", str(N_CALIB), "--max-drift", "1", "--verify", "--out", str(tmp_path / "host")])
     assert run.returncode == 0, run.stdout + run.stderr
+    assert f"Mamba in {mamba_form} form" in run.stdout
     assert f"host (native): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
 
 

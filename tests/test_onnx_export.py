@@ -66,18 +66,19 @@ def windows(n_channels: int, n_samples: int, batch: int = 2, seed: int = 1) -> t
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    """Export each (config, montage, T) once per session; the model goes through a checkpoint
-    round trip first (save_checkpoint -> load_pretrained, the published layout)."""
+    """Export each (config, montage, T, front end, Mamba form; here the window form by default) once
+    per session; the model goes through a checkpoint round trip first (save_checkpoint -> load_pretrained, the published layout)."""
     cache = {}
 
-    def get(config: str, montage: str, n_samples: int, front_end: str = "streamed"):
-        key = (config, montage, n_samples, front_end)
+    def get(config: str, montage: str, n_samples: int, front_end: str = "streamed", mamba_form: str = "window"):
+        key = (config, montage, n_samples, front_end, mamba_form)
         if key not in cache:
-            root = tmp_path_factory.mktemp(f"{config}_{montage}_{n_samples}_{front_end}")
+            root = tmp_path_factory.mktemp(f"{config}_{montage}_{n_samples}_{front_end}_{mamba_form}")
             checkpoint = save_checkpoint(make_model(config), root / "model.safetensors")
             model = load_pretrained(checkpoint, n_classes=N_CLASSES).eval()
             names = list(MONTAGES[montage])
-            manifest = export_onnx(model, names, n_samples, root / "onnx", checkpoint=checkpoint, front_end=front_end)
+            manifest = export_onnx(model, names, n_samples, root / "onnx", checkpoint=checkpoint,
+                                   front_end=front_end, mamba_form=mamba_form)
             cache[key] = model, names, root / "onnx", manifest
         return cache[key]
 
@@ -107,22 +108,33 @@ def test_parity_with_pytorch(exports, config, montage, n_samples, front_end):
     check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({front_end} front end)")
 
 
+def test_parity_with_pytorch_step_form(exports):
+    model, names, out_dir, _ = exports(*SMALL, mamba_form="step")
+    check_parity(model, names, out_dir, SMALL[2], "{} {} T={} (step form)".format(*SMALL))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config,montage,n_samples", SLOW_CASES)
-def test_parity_with_pytorch_grid(exports, config, montage, n_samples):
-    model, names, out_dir, _ = exports(config, montage, n_samples)
-    check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples}")
+@pytest.mark.parametrize("mamba_form", ["window", "step"])
+def test_parity_with_pytorch_grid(exports, config, montage, n_samples, mamba_form):
+    model, names, out_dir, _ = exports(config, montage, n_samples, mamba_form=mamba_form)
+    check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({mamba_form} form)")
 
 
-def test_parity_detects_swapped_directions(exports, tmp_path):
+@pytest.mark.parametrize("mamba_form, graphs", [("step", ("block0_fwd", "block0_rev")),
+                                                ("window", ("block0_fwd_pre", "block0_rev_pre"))])
+def test_parity_detects_swapped_directions(exports, tmp_path, mamba_form, graphs):
     """The tolerances are far below the effect of a wiring error: running block 0's reverse
-    weights forwards (and vice versa) moves the latent by much more than 1e-4."""
-    model, names, out_dir, _ = exports(*SMALL)
+    weights forwards (and vice versa) moves the latent by much more than 1e-4. In the window form
+    the pre graphs of the two directions differ in structure (causal and anti-causal conv), so
+    swapping them also swaps the conv's direction."""
+    model, names, out_dir, _ = exports(*SMALL, mamba_form=mamba_form)
     shutil.copytree(out_dir, tmp_path / "swapped")
     swapped = tmp_path / "swapped"
-    (swapped / "block0_fwd.onnx").replace(swapped / "tmp.onnx")
-    (swapped / "block0_rev.onnx").replace(swapped / "block0_fwd.onnx")
-    (swapped / "tmp.onnx").replace(swapped / "block0_rev.onnx")
+    fwd, rev = graphs
+    (swapped / f"{fwd}.onnx").replace(swapped / "tmp.onnx")
+    (swapped / f"{rev}.onnx").replace(swapped / f"{fwd}.onnx")
+    (swapped / "tmp.onnx").replace(swapped / f"{rev}.onnx")
     x = windows(len(names), 1280)
     with torch.no_grad():
         latent = model.encode(x, names).numpy()
@@ -182,7 +194,7 @@ def test_window_front_end_tokens_match_pytorch(exports):
 def test_step_graph_is_one_mamba_step(exports):
     """block0_rev on a random token and non-zero state equals LayerNorm + Mamba.step of the
     model (the reference recurrence), state outputs included."""
-    model, _, out_dir, _ = exports(*SMALL)
+    model, _, out_dir, _ = exports(*SMALL, mamba_form="step")
     mamba, norm = model.mamba_blocks[0].mamba_rev, model.norm_layers[0]
     g = torch.Generator().manual_seed(3)
     x_t, acc = torch.randn(1, mamba.d_model, generator=g), torch.randn(1, mamba.d_model, generator=g)
@@ -227,7 +239,8 @@ def test_tvm_imports_every_graph(exports):
 
 
 def test_manifest_describes_the_schedule(exports):
-    model, names, out_dir, manifest = exports(*SMALL)
+    model, names, out_dir, manifest = exports(*SMALL, mamba_form="step")
+    assert manifest.mamba_form == "step"
     c = model.config
     assert Manifest.load(out_dir) == manifest
     on_disk = json.loads((out_dir / "manifest.json").read_text())
@@ -284,6 +297,84 @@ def test_deployed_macs_count_the_recomputed_convolutions(exports):
     c, C, T = model.config, len(names), manifest.n_samples
     extra = deployed_macs(c, C, T, N_CLASSES) - deployed_macs(c, C, T, N_CLASSES, front_end="window")
     assert extra > 0 and conv_macs == macs(c, C, T, N_CLASSES)["time_patch_embed"] + extra
+
+
+def test_manifest_describes_the_window_form(exports):
+    """Per Mamba: pre over all tokens, the scan per token (reverse for a block's reverse
+    direction, which is not flipped), post over all tokens; the head's mean and fc3 in head_post."""
+    model, _, out_dir, manifest = exports(*SMALL)
+    c, S = model.config, manifest.n_patches
+    assert manifest.mamba_form == "window"
+    mambas = [(f"block{i}_{d}", "forward" if d == "fwd" else "reverse") for i in range(2) for d in ("fwd", "rev")]
+    assert [(s.graph, s.loop) for s in manifest.schedule] == [
+        ("frontend", "once"), ("unify", "forward"),
+        *[(f"{name}_{part}", loop if part == "scan" else "once") for name, loop in [*mambas, ("head", "forward")]
+          for part in ("pre", "scan", "post")]]
+    # both blocks' graphs of a kind share one structure; the directions' pre graphs differ (conv side)
+    groups = {tuple(sorted(g)) for g in manifest.shared_structures().values()}
+    assert {("block0_fwd_pre", "block1_fwd_pre"), ("block0_rev_pre", "block1_rev_pre"),
+            ("block0_fwd_scan", "block0_rev_scan", "block1_fwd_scan", "block1_rev_scan"),
+            ("block0_fwd_post", "block0_rev_post", "block1_fwd_post", "block1_rev_post")} <= groups
+    assert manifest.graph("block1_rev_pre").kind == "encoder_pre_rev"
+    assert manifest.graph("block1_rev_pre").sources == ("norm_layers.1", "mamba_blocks.1.mamba_rev")
+    assert manifest.graph("head_post").sources == ("classifier.mamba_1", "classifier.fc3")
+    d_inner, head_inner = c.expand * c.d_model, c.head_expand * c.head_hidden
+    for name, width in (("u", d_inner), ("delta", d_inner), ("gate", d_inner), ("y", d_inner), ("B", c.d_state)):
+        assert manifest.buffer(f"block1_rev_{name}").shape == (S, width)
+    assert manifest.buffer("head_y").shape == (S, head_inner)
+    assert manifest.buffer("block1_rev_ssm_state").shape == (1, d_inner, c.d_state)
+    assert not [b for b in manifest.buffers if "conv_state" in b.name or b.name == "head_acc"]
+    scan = next(s for s in manifest.schedule if s.graph == "block0_rev_scan")
+    assert [(b.port, b.buffer, b.row) for b in scan.inputs] == [
+        ("u_t", "block0_rev_u", True), ("delta_t", "block0_rev_delta", True), ("B_t", "block0_rev_B", True),
+        ("C_t", "block0_rev_C", True), ("ssm_state", "block0_rev_ssm_state", False)]
+    assert scan.zero == ("block0_rev_ssm_state",)
+    # the projections run over all S tokens (matrix-matrix); the conv is float ops, not a Conv
+    pre = onnx.load(out_dir / "block0_fwd_pre.onnx").graph
+    assert [i.dims for i in pre.initializer if i.name == "mamba.in_proj.weight"] == [[2 * d_inner, c.d_model]]
+    assert [d.dim_value for d in pre.input[0].type.tensor_type.shape.dim] == [S, c.d_model]
+    assert "Conv" not in {n.op_type for n in pre.node}
+
+
+def test_window_and_step_forms_agree(exports):
+    """The two forms of one model give the same buffers: every block's output and the logits.
+    Same float ops in another grouping (a Gemm over S tokens vs S Gemms of one), so a few ulp."""
+    model, names, window_dir, _ = exports(*SMALL)
+    _, _, step_dir, _ = exports(*SMALL, mamba_form="step")
+    x = windows(len(names), SMALL[2])
+    window, step = load(window_dir).stages(x), load(step_dir).stages(x)
+    for name in ("z1", "z2"):
+        assert max_err(window[name], step[name]) <= 1e-5, name
+    assert max_err(load(window_dir)(x), load(step_dir)(x)) <= 1e-6
+
+
+def test_manifest_records_the_form(exports, tmp_path):
+    """The manifest says which form it is; one written before the field existed is the step form,
+    and an unknown form is refused on load."""
+    _, _, out_dir, manifest = exports(*SMALL)
+    assert manifest.mamba_form == "window" and Manifest.load(out_dir).mamba_form == "window"
+    d = json.loads((out_dir / "manifest.json").read_text())
+    assert Manifest.from_dict({k: v for k, v in d.items() if k != "mamba_form"}).mamba_form == "step"
+    (tmp_path / "manifest.json").write_text(json.dumps({**d, "mamba_form": "chunk"}))
+    with pytest.raises(ValueError, match="manifest.json: mamba_form must be one of 'window', 'step', got 'chunk'"):
+        Manifest.load(tmp_path)
+
+
+def test_window_form_keeps_the_layer_names(exports):
+    """Every quantisable node of the Mamba graphs of either form is named after its model
+    parameter, and both forms have the same layers (what quantisation configs and precision plans
+    refer to)."""
+    from lumamba.quant.convert import candidates
+
+    layers = {}
+    for form in ("window", "step"):
+        _, _, out_dir, manifest = exports(*SMALL, mamba_form=form)
+        found = [c for g in manifest.graphs if g.name not in ("frontend", "unify")
+                 for c in candidates(onnx.load(out_dir / g.file), g)]
+        assert all(c.learned for c in found), [c.layer for c in found if not c.learned]
+        layers[form] = sorted(c.layer for c in found)
+    assert layers["window"] == layers["step"]
+    assert {"mamba_blocks.1.mamba_rev.x_proj", "classifier.mamba_1.out_proj", "classifier.fc3"} <= set(layers["window"])
 
 
 def test_position_embedding_is_folded_for_the_montage(exports):

@@ -3,6 +3,7 @@ and RAM, and host latency.
 
     .venv/bin/python tools/bench_export.py [--configs micro,small] [--tiny] [--boards ...]
                                            [--montage tcp22] [--n-samples 1280] [--out DIR]
+                                           [--mamba-form window|step]
                                            [--int8 [--compare] [--calib-data SRC] [--calib-windows 8]]
 
 Per config the model is exported once to ONNX, compiled once per precision, then built, run and
@@ -56,7 +57,7 @@ from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, wri
 from lumamba.export.project.host_c_runner import load_host_c
 from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
 from lumamba.export.project.kernel_profile import profile_project
-from lumamba.export.onnx.manifest import Manifest
+from lumamba.export.onnx.manifest import MAMBA_FORMS, Manifest
 from lumamba.export.project.memory_report import memory_report
 from lumamba.export.onnx.exporter import export_onnx
 from lumamba.export.onnx.ort_runner import load
@@ -113,7 +114,7 @@ def export_config(name: str, args, log) -> Export:
     channels = load_montage(args.montage)
     root = Path(args.out) / name
     log(f"{name}: ONNX export")
-    manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR)
+    manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR, mamba_form=args.mamba_form)
     return Export(name, model, channels, root, root / ONNX_DIR, manifest,
                   fixed_windows(manifest.n_channels, manifest.n_samples),
                   deployed_macs(model.config, len(channels), args.n_samples, model.n_classes))
@@ -346,6 +347,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="add tiny (slow: minutes per board)")
     p.add_argument("--boards", default=",".join(DEFAULT_BOARDS))
     p.add_argument("--montage", default="tcp22")
+    p.add_argument("--mamba-form", choices=MAMBA_FORMS, default="window",
+                   help="how the Mamba blocks are exported (lumamba-export --mamba-form; default window)")
     p.add_argument("--n-samples", type=int, default=1280)
     p.add_argument("--repeats", type=int, default=5, help="host timing repeats per backend")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per QEMU run")

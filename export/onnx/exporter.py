@@ -29,7 +29,8 @@ from lumamba.model import LuMamba
 from lumamba.normalise import spec as normalisation_spec
 
 from .frontend_stream import plan_streamed_frontend
-from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
+from .mamba_window import EncoderPost, EncoderPre, HeadPost, HeadPre, ScanStep
+from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec, check_mamba_form
 from .step_modules import EncoderStep, Frontend, HeadStep, LinearHeadOut, MambaHeadOut, Unify
 
 OPSET = 18
@@ -102,9 +103,15 @@ FRONT_ENDS = ("streamed", "window")
 
 
 def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, out_dir: str | os.PathLike,
-                checkpoint: str | os.PathLike | None = None, front_end: str = "streamed") -> Manifest:
+                checkpoint: str | os.PathLike | None = None, front_end: str = "streamed",
+                mamba_form: str = "step") -> Manifest:
     """Export `model` for one montage (`channel_names`, in the order of the input's channels) and
     one window length `n_samples` to `out_dir` (created; existing graph files are overwritten).
+
+    `mamba_form` is how each Mamba (encoder directions, Mamba head) is cut into graphs: "window"
+    (projections over all tokens of the window, only the scan per token; `mamba_window.py`) or
+    "step" (default: one graph per token with the conv and scan state; the least RAM). Both compute
+    the same model; it is recorded as `manifest.mamba_form`.
 
     `checkpoint`, if given, is recorded in the manifest (path and SHA-256) as the weights' origin;
     the model's input normalisation (`model.preprocess`, from the checkpoint; z-score when unset)
@@ -128,6 +135,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError("export needs a float32 model on the CPU: call model.cpu().float() first")
+    check_mamba_form(mamba_form)
     checkpoint_info = _checkpoint_info(checkpoint) if checkpoint is not None else None
 
     was_training = model.training
@@ -136,7 +144,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         with torch.no_grad():
             # raises ChannelError naming any channel that cannot be placed
             position_embedding = model.position_embedding([names], torch.device("cpu"))[0]
-        plan = _plan(model, position_embedding, n_samples, front_end)
+        plan = _plan(model, position_embedding, n_samples, front_end, mamba_form)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         specs = _export_graphs(plan.graphs, out)
@@ -149,7 +157,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         graphs=specs, buffers=tuple(plan.buffers.values()), schedule=tuple(plan.stages),
         input_buffer="window", latent_buffer=f"z{config.n_blocks}",
         logits_buffer="logits" if model.n_classes else None,
-        opset=OPSET, ir_version=IR_VERSION, checkpoint=checkpoint_info,
+        opset=OPSET, ir_version=IR_VERSION, checkpoint=checkpoint_info, mamba_form=mamba_form,
         preprocess=dict(getattr(model, "preprocess", None) or normalisation_spec()),
         producer={"torch": torch.__version__, "onnx": onnx.__version__, "lumamba": _lumamba_version()},
     )
@@ -158,7 +166,8 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
     return manifest
 
 
-def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, front_end: str = "streamed") -> _Plan:
+def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, front_end: str = "streamed",
+          mamba_form: str = "step") -> _Plan:
     """The graphs, buffers and schedule of one montage and window length."""
     c = model.config
     C, S, d = position_embedding.shape[0], n_samples // c.patch_size, c.d_model
@@ -175,24 +184,29 @@ def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, fron
         plan.stage("unify", Unify(model.cross_attn), ("cross_attn",),
                    "forward", {"tokens_t": "tokens[t]"}, {"latent_t": "z0[t]"})
 
-    # block i, forward:  acc_i[t]     = z_i[t]   + Mamba_fwd(LN(z_i))[t],  t = 0..S-1
-    #          reverse:  z_{i+1}[t]   = acc_i[t] + Mamba_rev(LN(z_i))[t],  t = S-1..0
-    for i, (block, norm) in enumerate(zip(model.mamba_blocks, model.norm_layers)):
-        z, acc, z_next = f"z{i}", f"acc{i}", f"z{i + 1}"
-        plan.buffer(acc, (S, d))
-        plan.buffer(z_next, (S, d))
-        plan.mamba_stage(f"block{i}_fwd", "encoder_step", EncoderStep(norm, block.mamba_fwd), block.mamba_fwd,
-                         (f"norm_layers.{i}", f"mamba_blocks.{i}.mamba_fwd"), "forward",
-                         {"x_t": f"{z}[t]", "acc_in": f"{z}[t]"}, {"acc_out": f"{acc}[t]"})
-        plan.mamba_stage(f"block{i}_rev", "encoder_step", EncoderStep(norm, block.mamba_rev), block.mamba_rev,
-                         (f"norm_layers.{i}", f"mamba_blocks.{i}.mamba_rev"), "reverse",
-                         {"x_t": f"{z}[t]", "acc_in": f"{acc}[t]"}, {"acc_out": f"{z_next}[t]"})
+    if mamba_form == "window":
+        _window_blocks(model, plan, S)
+    else:
+        # block i, forward:  acc_i[t]     = z_i[t]   + Mamba_fwd(LN(z_i))[t],  t = 0..S-1
+        #          reverse:  z_{i+1}[t]   = acc_i[t] + Mamba_rev(LN(z_i))[t],  t = S-1..0
+        for i, (block, norm) in enumerate(zip(model.mamba_blocks, model.norm_layers)):
+            z, acc, z_next = f"z{i}", f"acc{i}", f"z{i + 1}"
+            plan.buffer(acc, (S, d))
+            plan.buffer(z_next, (S, d))
+            plan.mamba_stage(f"block{i}_fwd", "encoder_step", EncoderStep(norm, block.mamba_fwd), block.mamba_fwd,
+                             (f"norm_layers.{i}", f"mamba_blocks.{i}.mamba_fwd"), "forward",
+                             {"x_t": f"{z}[t]", "acc_in": f"{z}[t]"}, {"acc_out": f"{acc}[t]"})
+            plan.mamba_stage(f"block{i}_rev", "encoder_step", EncoderStep(norm, block.mamba_rev), block.mamba_rev,
+                             (f"norm_layers.{i}", f"mamba_blocks.{i}.mamba_rev"), "reverse",
+                             {"x_t": f"{z}[t]", "acc_in": f"{acc}[t]"}, {"acc_out": f"{z_next}[t]"})
 
     if not model.n_classes:
         return plan
     z, head = f"z{c.n_blocks}", model.classifier
     plan.buffer("logits", (1, model.n_classes), "output")
-    if c.head == "mamba":
+    if c.head == "mamba" and mamba_form == "window":
+        _window_head(model, plan, S)
+    elif c.head == "mamba":
         # head_acc = sum_t Mamba_head(GELU(fc1(z_t))), then logits = fc3(head_acc / S)
         plan.buffer("head_acc", (1, head.fc1.out_features), "state")
         plan.mamba_stage("head_step", "head_step", HeadStep(head), head.mamba_1,
@@ -203,6 +217,54 @@ def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, fron
     else:
         plan.stage("head_out", LinearHeadOut(head), ("classifier.fc1",), "once", {"z": z}, {"logits": "logits"})
     return plan
+
+
+def _window_blocks(model: LuMamba, plan: _Plan, S: int) -> None:
+    """The encoder blocks in the window form (`mamba_window.py`): per direction a `<name>_pre`
+    stage over all tokens, a `<name>_scan` stage per token (t = 0..S-1 forward, S-1..0 reverse)
+    and a `<name>_post` stage over all tokens.
+    block i: acc_i = z_i + Mamba_fwd(LN(z_i)); z_{i+1} = acc_i + Mamba_rev(LN(z_i))."""
+    d = model.config.d_model
+    for i, (block, norm) in enumerate(zip(model.mamba_blocks, model.norm_layers)):
+        z, acc, z_next = f"z{i}", f"acc{i}", f"z{i + 1}"
+        plan.buffer(acc, (S, d))
+        plan.buffer(z_next, (S, d))
+        for direction, mamba, residual, out in (("fwd", block.mamba_fwd, z, acc), ("rev", block.mamba_rev, acc, z_next)):
+            source = f"mamba_blocks.{i}.mamba_{direction}"
+            _window_mamba(plan, f"block{i}_{direction}", "encoder", mamba, S, direction == "rev",
+                          EncoderPre(norm, mamba, causal=direction == "fwd"), (f"norm_layers.{i}", source), {"x": z},
+                          EncoderPost(mamba), (source,), {"residual": residual}, {"residual_out": out},
+                          pre_kind=f"encoder_pre_{direction}")
+
+
+def _window_head(model: LuMamba, plan: _Plan, S: int) -> None:
+    """The Mamba head in the window form: logits = fc3(mean_t Mamba_head(GELU(fc1(z)))_t), the mean
+    and fc3 in `head_post`."""
+    head = model.classifier
+    _window_mamba(plan, "head", "head", head.mamba_1, S, False,
+                  HeadPre(head), ("classifier.fc1", "classifier.mamba_1"), {"z": f"z{model.config.n_blocks}"},
+                  HeadPost(head), ("classifier.mamba_1", "classifier.fc3"), {}, {"logits": "logits"})
+
+
+def _window_mamba(plan: _Plan, name: str, family: str, mamba, S: int, reverse: bool,
+                  pre: torch.nn.Module, pre_sources: tuple[str, ...], pre_inputs: dict[str, str],
+                  post: torch.nn.Module, post_sources: tuple[str, ...], post_inputs: dict[str, str],
+                  post_outputs: dict[str, str], pre_kind: str | None = None) -> None:
+    """The three stages of one Mamba in the window form, with its (S, ...) buffers u, delta, B, C,
+    gate (written by `<name>_pre`), y (by `<name>_scan`) and the scan state."""
+    widths = {"u": mamba.d_inner, "delta": mamba.d_inner, "B": mamba.d_state, "C": mamba.d_state,
+              "gate": mamba.d_inner, "y": mamba.d_inner}
+    for port, width in widths.items():
+        plan.buffer(f"{name}_{port}", (S, width))
+    state = f"{name}_ssm_state"
+    plan.buffer(state, (1, mamba.d_inner, mamba.d_state), "state")
+    plan.stage(f"{name}_pre", pre, pre_sources, "once", pre_inputs,
+               {port: f"{name}_{port}" for port in ("u", "delta", "B", "C", "gate")}, kind=pre_kind or f"{family}_pre")
+    plan.stage(f"{name}_scan", ScanStep(mamba), (pre_sources[-1],), "reverse" if reverse else "forward",
+               {**{f"{port}_t": f"{name}_{port}[t]" for port in ("u", "delta", "B", "C")}, "ssm_state": state},
+               {"y_t": f"{name}_y[t]", "ssm_state_out": state}, zero=(state,), kind=f"{family}_scan")
+    plan.stage(f"{name}_post", post, post_sources, "once", {"y": f"{name}_y", "gate": f"{name}_gate", **post_inputs},
+               post_outputs, kind=f"{family}_post")
 
 
 def _export_graphs(graphs: list[_Graph], out_dir: Path) -> tuple[GraphSpec, ...]:

@@ -33,6 +33,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOOPS = ("once", "forward", "reverse")
 BUFFER_KINDS = ("input", "activation", "state", "output")
+# How each Mamba is cut into graphs (exporter `mamba_form`): "window" = <name>_pre over all tokens,
+# <name>_scan per token, <name>_post over all tokens; "step" = one graph per token with its state.
+MAMBA_FORMS = ("window", "step")
 
 
 # Names in a manifest: plain identifiers-with-punctuation, no spaces, quotes, slashes or '*'.
@@ -57,6 +60,13 @@ def _check_shape(what: str, shape) -> None:
         raise ValueError(f"{what}: shape {shape!r} has {n:,} elements, more than {MAX_ELEMENTS:,}")
 
 
+def check_mamba_form(mamba_form) -> str:
+    """`mamba_form` if it is one of MAMBA_FORMS, else a ValueError naming the choices."""
+    if mamba_form not in MAMBA_FORMS:
+        raise ValueError(f"mamba_form must be one of {', '.join(map(repr, MAMBA_FORMS))}, got {mamba_form!r}")
+    return mamba_form
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output (float32)."""
@@ -72,7 +82,9 @@ class GraphSpec:
     name: str
     file: str
     kind: str                  # frontend | unify | frontend_stats<k> | frontend_combine | frontend_patch |
-                               # encoder_step | head_step | head_out
+                               # encoder_step | head_step | head_out, and in the window Mamba form
+                               # encoder_pre_fwd | encoder_pre_rev | encoder_scan | encoder_post |
+                               # head_pre | head_scan | head_post
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     sources: tuple[str, ...]   # state-dict prefixes of the modules its weights come from
@@ -129,6 +141,7 @@ class Manifest:
     opset: int
     ir_version: int
     checkpoint: dict | None = None     # {"path", "sha256"} of the weights, when exported from a file
+    mamba_form: str = "step"           # MAMBA_FORMS; manifests written before it was recorded are "step"
     # How the model's input windows are normalised (lumamba.normalise.spec, from the checkpoint's
     # lumamba_preprocess); the firmware applies the same method in lumamba_infer_counts().
     # Manifests written before it was recorded were z-scored.
@@ -170,6 +183,7 @@ class Manifest:
             if type(value) is not int or not least <= value <= MAX_DIM:
                 raise ValueError(f"{what} must be an integer in [{least}, {MAX_DIM}], got {value!r}")
         check_spec(self.preprocess, "preprocess")
+        check_mamba_form(self.mamba_form)
         if not self.channel_names:
             raise ValueError("channel_names is empty")
         for name in self.channel_names:
