@@ -38,7 +38,7 @@ test-all: $(STAMP)
 # The main job on the bundled demo model: int8 firmware for the Cortex-M4F, calibrated on a
 # generated synthetic corpus, built, run in QEMU bit for bit against the golden model, with the
 # float vs int8 AUROC drift, with the automatic per-layer precision, plus the streaming demo ELF
-# (lumamba-stream drives it); writes out/lumamba-cortex-m (~5-10 min on 2 shared cores, most of
+# (lumamba-stream drives it); writes out/lumamba-cortex-m (~10 min on 2 shared cores, most of
 # it the precision plan; --precision int8 skips it).
 demo: $(STAMP) toolchain
 	$(VENV)/bin/lumamba-export --target cortex-m --int8 --app demo

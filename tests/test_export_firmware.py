@@ -132,12 +132,14 @@ def test_profile_on_the_host_is_refused(micro_project):
 
 
 def test_shared_encoder_kernels_and_weights_in_flash(micro_project):
-    """The window form's scan and post graphs of all encoder directions share one kernel set per
-    kind, each with its own weights file (the pre graphs of the two directions differ: conv side)."""
+    """The encoder graphs of one kind share one kernel set, each with its own weights file: every
+    direction's step (the default step form) or, in the window form, the scan and post graphs (the
+    pre graphs of the two directions differ: conv side)."""
     out, _ = micro_project
     manifest = Manifest.load(out / ONNX_DIR)
     code = re.sub(r"/\*.*?\*/", "", (out / "model.c").read_text(), flags=re.S)
-    for kind in ("encoder_scan", "encoder_post"):
+    kinds = ("encoder_scan", "encoder_post") if manifest.mamba_form == "window" else ("encoder_step",)
+    for kind in kinds:
         members = [g.name for g in manifest.graphs if g.kind == kind]
         assert len(members) == 2 * CONFIGS["micro"].n_blocks
         assert len(list(out.glob(f"lumamba_{kind}*_kernels.c"))) == 1

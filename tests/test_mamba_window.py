@@ -93,4 +93,4 @@ def test_bad_mamba_form_is_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["--target", "onnx", "--mamba-form", "chunk"])
     assert "--mamba-form: invalid choice: 'chunk' (choose from 'window', 'step')" in capsys.readouterr().err
-    assert cli.build_parser().parse_args(["--target", "onnx"]).mamba_form == "window"
+    assert cli.build_parser().parse_args(["--target", "onnx"]).mamba_form == "step"

@@ -347,8 +347,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="add tiny (slow: minutes per board)")
     p.add_argument("--boards", default=",".join(DEFAULT_BOARDS))
     p.add_argument("--montage", default="tcp22")
-    p.add_argument("--mamba-form", choices=MAMBA_FORMS, default="window",
-                   help="how the Mamba blocks are exported (lumamba-export --mamba-form; default window)")
+    p.add_argument("--mamba-form", choices=MAMBA_FORMS, default="step",
+                   help="how the Mamba blocks are exported (lumamba-export --mamba-form; default step)")
     p.add_argument("--n-samples", type=int, default=1280)
     p.add_argument("--repeats", type=int, default=5, help="host timing repeats per backend")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per QEMU run")

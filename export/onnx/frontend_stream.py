@@ -19,7 +19,7 @@ one-pass sums are not good enough on flat windows.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +28,16 @@ from lumamba.model import LuMamba
 
 from .step_modules import Unify, _mean_of_means
 
-if TYPE_CHECKING:
-    from .exporter import _Plan
+
+class StagePlan(Protocol):
+    """What the front end needs of the exporter's `_Plan` (named here, not imported: the exporter
+    imports this module)."""
+
+    def buffer(self, name: str, shape: tuple[int, ...], kind: str = "activation") -> None: ...
+
+    def stage(self, name: str, module: nn.Module, sources: tuple[str, ...], loop: str,
+              inputs: dict[str, str], outputs: dict[str, str], zero: tuple[str, ...] = (),
+              kind: str | None = None) -> None: ...
 
 
 def _time_layers(model: LuMamba) -> list[nn.Module]:
@@ -127,7 +135,7 @@ class FrontendPatch(Unify):
         return super().forward((tokens + self.position_embedding)[None])
 
 
-def plan_streamed_frontend(plan: "_Plan", model: LuMamba, position_embedding: Tensor, n_samples: int) -> None:
+def plan_streamed_frontend(plan: StagePlan, model: LuMamba, position_embedding: Tensor, n_samples: int) -> None:
     """Add the streamed front end's buffers and stages to an exporter `_Plan` whose input buffer is
     "window": writes z0 (S, d_model)."""
     c = model.config
