@@ -287,6 +287,9 @@ def choose_precision(export_dir: str | os.PathLike, calibration: Calibration, wi
                                                     for k in inputs.get(la, [])}, current, stop_at_target=False)
             chosen, spent = _greedy(ev, base, plan, current)
             plan.float_layers, plan.extra_bytes = chosen, spent
+            for layer in chosen:            # a float layer's input scales were not applied: do not report them
+                plan.input_scales.pop(layer, None)
+                ev.scales.pop(layer, None)
             plan.config = _with_float(base, chosen)
             if chosen and plan.clips:
                 # a cut judged while a saturating layer was still int8 may be too timid: retry its

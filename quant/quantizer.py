@@ -94,6 +94,11 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
     ranges = {g: dict(r) for g, r in calibration.ranges.items()}
     folded = {}
     if input_scales:
+        # a layer kept in float needs no input scale (the automatic precision may first try scales on
+        # a layer, then move it to float); unknown layers are still refused by fold_layers
+        kept_float = {c.layer for c in cands if not decisions[(c.graph, c.node)]}
+        input_scales = {la: a for la, a in input_scales.items() if la not in kept_float}
+    if input_scales:
         linear = {(c.graph, c.node): c.layer for c in cands if decisions[(c.graph, c.node)]
                   and _op(models[c.graph], c.node) in ("Gemm", "MatMul")}
         folded = fold_layers(models, linear, calibration.features, ranges, input_scales)

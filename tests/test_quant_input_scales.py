@@ -14,6 +14,7 @@ from lumamba.export.onnx.manifest import Manifest
 from lumamba.quant import quantize
 from lumamba.quant.calibration import Calibration, record_feeds
 from lumamba.quant.calibration_features import linear_inputs
+from lumamba.quant.config import QuantConfig
 from lumamba.quant.convert import build_qgraph, candidates
 from lumamba.quant.golden import GraphExecutor
 from lumamba.quant.input_scales import fold_input_scales, power_of_two_exponents
@@ -122,6 +123,16 @@ def test_quantize_folds_the_scales_and_records_them(exported):
     with pytest.raises(KeyError, match="no per-feature range"):
         quantize(root / "onnx", stale, None, root / "bad", qdq=False, input_scales={FREQ_FC1: 1.0})
 
+
+
+def test_input_scales_of_a_float_layer_are_not_applied(exported):
+    """The automatic precision may try input scales on a layer and then keep it in float: the
+    float layer is left as it is (no scaled input, nothing recorded), not refused as unknown."""
+    root, _, calibration = exported
+    config = QuantConfig(float=[FREQ_FC1])
+    q = quantize(root / "onnx", calibration, config, root / "float_fc1", qdq=False, input_scales={FREQ_FC1: 1.0})
+    assert json.loads((q.out_dir / "quant.json").read_text())["input_scales"] == {}
+    assert not [n for g in q.graphs.values() for n in g.nodes if any(".input_scaled" in i for i in n.inputs)]
 
 @pytest.mark.slow
 def test_folded_model_c_is_bit_exact_with_the_golden_model(exported, tmp_path):
