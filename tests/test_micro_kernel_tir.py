@@ -17,7 +17,7 @@ from lumamba.export.codegen.qgraph_frontend import _emit_integer, compile_qgraph
 from lumamba.export.codegen.relax_to_c import compile_relax_to_c
 from lumamba.export.codegen.micro_kernel_tir import lower_qlinear_with_micro_kernel
 from lumamba.export.project.kernel_harness import KERNELS_DIR
-from lumamba.export.codegen.kernel_layout import KERNEL_FUNCTIONS, relayout
+from lumamba.export.codegen.kernel_layout import KERNEL_FUNCTIONS, relayout, smlad_scratch_words
 from lumamba.quant.ops import OPS
 
 
@@ -38,7 +38,7 @@ def test_lowered_qlinear_calls_micro_kernel_bit_exact(tmp_path, form, m, n, k, t
     calls = kernel.source.count(KERNEL_FUNCTIONS[form] + "(")
     assert calls == 1 and "int64_t" not in kernel.source  # the requantisation is in the kernel now
     # the SMLAD form's scratch: from the arena when large, else a local array of the kernel
-    words = 4 * (k // 4)
+    words = smlad_scratch_words(k)
     assert [p.elems for p in kernel.scratch] == ([words] if form == "smlad_2x2" and 4 * words > 64 else [])
     m = int(np.prod(m))
     rng = np.random.default_rng(m * 100 + k)
@@ -121,7 +121,7 @@ def test_consumers_fuse_into_the_token_tiles(tmp_path):
     assert len(tiled.kernel_symbols) == 1 and tiled.kernels_c.count("lumamba_s8_gemm_2x2_smlad(") == 1
     assert re.search(r"for \(int32_t \w+ = 0; \w+ < 44; \+\+\w+\) \{\n    lumamba_s8_gemm_2x2_smlad\(.*, 16, 21, 42,",
                      tiled.kernels_c)
-    assert tiled.arena_bytes <= 16 * n + 4 * 4 * (k // 4) + 2 * 16   # the int8 tile and the SMLAD scratch
+    assert tiled.arena_bytes <= 16 * n + 4 * smlad_scratch_words(k) + 2 * 16   # the int8 tile and the SMLAD scratch
     x = rng.integers(-128, 128, (1, m, k)).astype(np.int8)
     want = _host(scalar, tmp_path / "scalar")(x)[0]
     got = _host(tiled, tmp_path / "tiled")(x)[0]

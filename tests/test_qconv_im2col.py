@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lumamba.export.codegen.host_graph import build_graph_library
-from lumamba.export.codegen.kernel_layout import KERNEL_FUNCTIONS
+from lumamba.export.codegen.kernel_layout import KERNEL_FUNCTIONS, smlad_scratch_words
 from lumamba.export.codegen.qgraph_frontend import compile_qnode
 from lumamba.export.project.boards import load_board
 from lumamba.export.project.graph_harness import run_graphs_on_board
@@ -86,7 +86,7 @@ def test_qconv_calls_the_micro_kernel_bit_exact_on_host(tmp_path, form, i):
     k, wo = c_in * kh * kw, want.shape[-1]
     tile = max(d for d in range(1, min(wo, 16) + 1) if wo % d == 0)
     tile = wo if tile == 1 else tile
-    smlad = 4 * 4 * (k // 4) if form == "smlad_2x2" else 0
+    smlad = 4 * smlad_scratch_words(k) if form == "smlad_2x2" else 0
     assert graph.arena_bytes <= 16 * (-(-tile * k // 16) + -(-tile * c_out // 16)) + smlad + 16
     np.testing.assert_array_equal(_host(graph, tmp_path)(x)[0], want)
 

@@ -34,6 +34,11 @@ def relayout_smlad(w: np.ndarray) -> np.ndarray:
     return out
 
 
+def smlad_scratch_words(k: int) -> int:
+    """LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) of lumamba_kernels.h (at least 1: no zero-size buffer)."""
+    return max(1, 4 * ((k + 3) // 4))
+
+
 def relayout_c4(w: np.ndarray) -> np.ndarray:
     """Weights (N, K) int8 in the layout of lumamba_s8_gemm_4x4_c.
 

@@ -41,7 +41,7 @@ from tvm.ir import Range
 from tvm.ir.expr import TensorRegion
 
 from .integer_te import qlinear
-from .kernel_layout import KERNEL_FUNCTIONS
+from .kernel_layout import KERNEL_FUNCTIONS, smlad_scratch_words
 from .lower import CKernel, lower_primfunc
 from .schedule import schedule_for_mcu
 
@@ -58,11 +58,6 @@ IM2COL_ATTR = "lumamba.im2col"
 # a kernel call stops at 2 tokens for SMLAD/MVE and 4 for the portable tile, so larger tiles
 # would gain nothing).
 MAX_TILE_TOKENS = 16
-
-
-def smlad_scratch_words(k: int) -> int:
-    """LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) of lumamba_kernels.h (at least 1: no zero-size buffer)."""
-    return max(1, 4 * (k // 4))
 
 
 class _Row:

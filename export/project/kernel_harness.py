@@ -19,7 +19,7 @@ from .build import check_toolchain
 from .qemu import run_command
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 
-from ..codegen.kernel_layout import KERNEL_FUNCTIONS, relayout_c4, relayout_smlad
+from ..codegen.kernel_layout import KERNEL_FUNCTIONS, relayout_c4, relayout_smlad, smlad_scratch_words
 
 KERNELS_DIR: Path = FIRMWARE_ROOT / "kernels"
 HARNESS = KERNELS_DIR / "harness" / "kernel_harness.c"
@@ -130,7 +130,7 @@ def write_cases_header(cases: list[GemmCase], path: str | Path) -> Path:
                   _c_array("int32_t", f"c{i}_s", c.shift)]
         rows.append(f"    {{{m}, {n}, {k}, {int(c.y_zero_point)}, c{i}_x, c{i}_w, c{i}_ws, c{i}_w4, c{i}_b, c{i}_m, c{i}_s}},")
     max_y = max(c.shape[0] * c.shape[1] for c in cases)
-    max_buf = max(4 * (c.shape[2] // 4) for c in cases)
+    max_buf = max(smlad_scratch_words(c.shape[2]) for c in cases)
     parts.append(
         "struct lumamba_harness_case {\n"
         "    int32_t m, n, k, y_zero_point;\n"

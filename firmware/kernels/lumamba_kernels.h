@@ -33,9 +33,9 @@ void lumamba_s8_gemm_4x4_c(const int8_t *x, const int8_t *w, const int32_t *bias
                            const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
                            int32_t k);
 
-/* Scratch of lumamba_s8_gemm_2x2_smlad, in int32 words: two tokens' activations of the full
- * groups of 4 (k / 4 groups), widened to int16 pairs (2 words per group). */
-#define LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) (4 * ((k) / 4))
+/* Scratch of lumamba_s8_gemm_2x2_smlad, in int32 words: two tokens' activations in groups of 4
+ * (the last one zero-filled when k % 4 != 0), widened to int16 pairs (2 words per group). */
+#define LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) (4 * (((k) + 3) / 4))
 
 /* w in the SMLAD layout (kernels_layout.relayout_smlad): within each row, every full group of
  * 4 weights k..k+3 is stored as (w[k], w[k+2], w[k+1], w[k+3]); the last k % 4 stay in order. */

@@ -12,7 +12,8 @@
  * are stored with each full group of 4 permuted to (w0, w2, w1, w3) (kernels_layout.relayout_smlad):
  * the two extracts then give (w0, w1) and (w2, w3), matching the activation pairs in natural
  * order. The layout is chosen when the weights are generated; they stay int8 in flash. The last
- * k % 4 products use the int8 values directly.
+ * k % 4 weights stay in natural order; their activations are widened into one more zero-filled
+ * pair of words, so the tail costs one or two SMLADs per output instead of a scalar loop.
  */
 #include "lumamba_kernels.h"
 
@@ -55,19 +56,35 @@ static void widen_pairs(const int8_t *x, int32_t *dst, int32_t groups, int32_t s
     }
 }
 
-/* Sum over the last k % 4 (from index `from`) of x * w, int8 values. */
-static inline int32_t tail_dot(const int8_t *x, const int8_t *w, int32_t from, int32_t k)
+/* Token x widened into dst (the words of group g at dst[step * g], dst[step * g + 1]): the
+ * k / 4 full groups, then, if k % 4, one more group of the last activations, zero-filled. */
+static void widen_token(const int8_t *x, int32_t *dst, int32_t k, int32_t step)
 {
-    int32_t acc = 0;
-    for (int32_t i = from; i < k; i++) {
-        acc += (int32_t)x[i] * (int32_t)w[i];
+    const int32_t groups = k >> 2;
+    widen_pairs(x, dst, groups, step);
+    if (k & 3) {
+        int8_t last[4] = {0, 0, 0, 0};
+        memcpy(last, x + 4 * groups, (size_t)(k & 3));
+        widen_pairs(last, dst + step * groups, 1, step);
     }
-    return acc;
 }
 
-/* One token x (pairs xp, int8 x8) . two channels w0, w1. */
-static void dot_1x2(const int32_t *xp, const int8_t *x8, const int8_t *w0, const int8_t *w1, int32_t k,
-                    int32_t out[2])
+/* (a, b) as an int16 pair, a in the low half. */
+static inline int32_t pack_s16(int32_t a, int32_t b)
+{
+    return (int32_t)(((uint32_t)a & 0xFFFFu) | ((uint32_t)b << 16));
+}
+
+/* acc + the last rem = k % 4 (1..3) products of one token (its zero-filled tail words xt[0],
+ * xt[1]) with one channel's tail weights w[0..rem) (natural order). */
+static inline int32_t tail_smlad(const int32_t *xt, const int8_t *w, int32_t rem, int32_t acc)
+{
+    acc = __smlad(xt[0], pack_s16(w[0], rem > 1 ? w[1] : 0), acc);
+    return rem > 2 ? __smlad(xt[1], pack_s16(w[2], 0), acc) : acc;
+}
+
+/* One token (pairs xp) . two channels w0, w1. */
+static void dot_1x2(const int32_t *xp, const int8_t *w0, const int8_t *w1, int32_t k, int32_t out[2])
 {
     int32_t a0 = 0, a1 = 0;
     const int8_t *p0 = w0, *p1 = w1;
@@ -80,9 +97,9 @@ static void dot_1x2(const int32_t *xp, const int8_t *x8, const int8_t *w0, const
         a0 = __smlad(xh, sxtb16_ror8(u), __smlad(xl, __sxtb16(u), a0));
         a1 = __smlad(xh, sxtb16_ror8(v), __smlad(xl, __sxtb16(v), a1));
     }
-    const int32_t from = k & ~3;
-    out[0] = a0 + tail_dot(x8, w0, from, k);
-    out[1] = a1 + tail_dot(x8, w1, from, k);
+    const int32_t rem = k & 3;
+    out[0] = rem ? tail_smlad(xp, p0, rem, a0) : a0;
+    out[1] = rem ? tail_smlad(xp, p1, rem, a1) : a1;
 }
 
 /* One group of 4 k of one channel (pointer P, post-increment) into accumulator A, activations in
@@ -99,11 +116,10 @@ static void dot_1x2(const int32_t *xp, const int8_t *x8, const int8_t *w0, const
     SMLAD_1X4_ASM_CHANNEL("p0", "a0") SMLAD_1X4_ASM_CHANNEL("p1", "a1")                                                \
     SMLAD_1X4_ASM_CHANNEL("p2", "a2") SMLAD_1X4_ASM_CHANNEL("p3", "a3")
 
-/* One token (pairs xp, int8 x8) x four channels w, w + k, w + 2k, w + 3k: the matrix-vector
+/* One token (pairs xp) x four channels w, w + k, w + 2k, w + 3k: the matrix-vector
  * path. Per group of 4 k: 1 LDRD + 4 LDR + 8 SXTB16 + 8 SMLAD for 16 MACs; no weight reuse, so
  * the weight loads and splits dominate. */
-__attribute__((noinline)) static void dot_1x4(const int32_t *xp, const int8_t *x8, const int8_t *w, int32_t k,
-                                              int32_t out[4])
+__attribute__((noinline)) static void dot_1x4(const int32_t *xp, const int8_t *w, int32_t k, int32_t out[4])
 {
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     const int8_t *p0 = w, *p1 = w + k, *p2 = w + 2 * k, *p3 = w + 3 * k;
@@ -120,11 +136,11 @@ __attribute__((noinline)) static void dot_1x4(const int32_t *xp, const int8_t *x
                          :
                          : "cc", "memory");
     }
-    const int32_t from = k & ~3;
-    out[0] = a0 + tail_dot(x8, w, from, k);
-    out[1] = a1 + tail_dot(x8, w + k, from, k);
-    out[2] = a2 + tail_dot(x8, w + 2 * k, from, k);
-    out[3] = a3 + tail_dot(x8, w + 3 * k, from, k);
+    const int32_t rem = k & 3;
+    out[0] = rem ? tail_smlad(px, p0, rem, a0) : a0;
+    out[1] = rem ? tail_smlad(px, p1, rem, a1) : a1;
+    out[2] = rem ? tail_smlad(px, p2, rem, a2) : a2;
+    out[3] = rem ? tail_smlad(px, p3, rem, a3) : a3;
 }
 
 /* One step of the 2x2 tile, one group of 4 k; ordered so that few values are live at once
@@ -164,12 +180,11 @@ __attribute__((noinline)) static void dot_1x4(const int32_t *xp, const int8_t *x
     "smlad %[b1], %[xl], %[vl], %[b1]\n"                                                                              \
     "smlad %[b1], %[xh], %[v], %[b1]\n"
 
-/* Tokens a, b (interleaved pairs xab, int8 xa8/xb8) x channels w0 and w0 + k;
+/* Tokens a, b (interleaved pairs xab) x channels w0 and w0 + k;
  * out = {a.w0, a.w1, b.w0, b.w1}. */
 /* Not inlined: its 14-register loop and the requantisation epilogue each get the whole register
  * file (inlined, GCC spills around both; the call costs fewer instructions than the spills). */
-__attribute__((noinline)) static void dot_2x2(const int32_t *xab, const int8_t *xa8, const int8_t *xb8, const int8_t *w0, int32_t k,
-                    int32_t out[4])
+__attribute__((noinline)) static void dot_2x2(const int32_t *xab, const int8_t *w0, int32_t k, int32_t out[4])
 {
     int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
     const int8_t *p = w0;
@@ -196,11 +211,17 @@ __attribute__((noinline)) static void dot_2x2(const int32_t *xab, const int8_t *
     if (k & 4) {
         SMLAD_2X2_GROUP();
     }
-    const int32_t from = k & ~3;
-    out[0] = a0 + tail_dot(xa8, w0, from, k);
-    out[1] = a1 + tail_dot(xa8, w0 + k, from, k);
-    out[2] = b0 + tail_dot(xb8, w0, from, k);
-    out[3] = b1 + tail_dot(xb8, w0 + k, from, k);
+    const int32_t rem = k & 3;
+    if (rem) {
+        a0 = tail_smlad(px, p, rem, a0);
+        a1 = tail_smlad(px, p + k, rem, a1);
+        b0 = tail_smlad(px + 2, p, rem, b0);
+        b1 = tail_smlad(px + 2, p + k, rem, b1);
+    }
+    out[0] = a0;
+    out[1] = a1;
+    out[2] = b0;
+    out[3] = b1;
 }
 
 static inline void store(int8_t *y, int32_t c, int32_t acc, const int32_t *bias, const int32_t *multiplier,
@@ -213,19 +234,18 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
                                const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
                                int32_t k, int32_t *x_buf)
 {
-    const int32_t groups = k >> 2;
     int32_t t = 0;
     for (; t + 2 <= m; t += 2) {
         const int8_t *xa8 = x + t * k;
         const int8_t *xb8 = xa8 + k;
-        widen_pairs(xa8, x_buf, groups, 4);
-        widen_pairs(xb8, x_buf + 2, groups, 4);
+        widen_token(xa8, x_buf, k, 4);
+        widen_token(xb8, x_buf + 2, k, 4);
         int8_t *ya = y + t * n;
         int8_t *yb = ya + n;
         int32_t c = 0;
         for (; c + 2 <= n; c += 2) {
             int32_t acc[4];
-            dot_2x2(x_buf, xa8, xb8, w + c * k, k, acc);
+            dot_2x2(x_buf, w + c * k, k, acc);
             store(ya, c, acc[0], bias, multiplier, shift, y_zero_point);
             store(ya, c + 1, acc[1], bias, multiplier, shift, y_zero_point);
             store(yb, c, acc[2], bias, multiplier, shift, y_zero_point);
@@ -233,22 +253,22 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
         }
         if (c < n) { /* odd n: the last channel against both tokens */
             int32_t acc[2];
-            widen_pairs(xa8, x_buf, groups, 2);
-            dot_1x2(x_buf, xa8, w + c * k, w + c * k, k, acc);
+            widen_token(xa8, x_buf, k, 2);
+            dot_1x2(x_buf, w + c * k, w + c * k, k, acc);
             store(ya, c, acc[0], bias, multiplier, shift, y_zero_point);
-            widen_pairs(xb8, x_buf, groups, 2);
-            dot_1x2(x_buf, xb8, w + c * k, w + c * k, k, acc);
+            widen_token(xb8, x_buf, k, 2);
+            dot_1x2(x_buf, w + c * k, w + c * k, k, acc);
             store(yb, c, acc[0], bias, multiplier, shift, y_zero_point);
         }
     }
     if (t < m) { /* the last token of an odd m, or the only one of a matrix-vector product */
         const int8_t *xa8 = x + t * k;
-        widen_pairs(xa8, x_buf, groups, 2);
+        widen_token(xa8, x_buf, k, 2);
         int8_t *ya = y + t * n;
         int32_t c = 0;
         for (; c + 4 <= n; c += 4) {
             int32_t acc[4];
-            dot_1x4(x_buf, xa8, w + c * k, k, acc);
+            dot_1x4(x_buf, w + c * k, k, acc);
             for (int32_t j = 0; j < 4; j++) {
                 store(ya, c + j, acc[j], bias, multiplier, shift, y_zero_point);
             }
@@ -256,7 +276,7 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
         for (; c < n; c += 2) {
             int32_t acc[2];
             const int8_t *w1 = (c + 1 < n) ? w + (c + 1) * k : w + c * k;
-            dot_1x2(x_buf, xa8, w + c * k, w1, k, acc);
+            dot_1x2(x_buf, w + c * k, w1, k, acc);
             store(ya, c, acc[0], bias, multiplier, shift, y_zero_point);
             if (c + 1 < n) {
                 store(ya, c + 1, acc[1], bias, multiplier, shift, y_zero_point);

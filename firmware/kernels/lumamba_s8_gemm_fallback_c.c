@@ -59,8 +59,8 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
                                const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
                                int32_t k, int32_t *x_buf)
 {
-    /* The tuned form's scratch, LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) words (at least one), holds one
-     * reordered token: 16 * (k / 4) >= k bytes for k >= 4, 4 bytes >= k below. */
+    /* The tuned form's scratch, LUMAMBA_S8_GEMM_SMLAD_BUF_WORDS(k) words, holds one reordered
+     * token: 16 * ceil(k / 4) >= k bytes. */
     gemm_loops(x, w, bias, multiplier, shift, y_zero_point, y, m, n, k, (int8_t *)x_buf);
 }
 #endif
