@@ -28,36 +28,45 @@
 #include <arm_acle.h>
 #endif
 
-/* MultiplyByQuantizedMultiplier(acc, multiplier, shift); shift in [-31, 30]. Everything but the
- * rare left-shift branch stays in 32 bits, so the product is one SMULL (Arm) / MUL + MULH (RV32). */
-static inline int32_t lumamba_requantize(int32_t acc, int32_t multiplier, int32_t shift)
+/* The right-shift case of lumamba_requantize (shift = -right <= 0) with mask = 2^right - 1 given:
+ * a kernel computes the mask once per channel and reuses it for every token. */
+static inline int32_t lumamba_requantize_right(int32_t x, int32_t multiplier, uint32_t right, int32_t mask)
 {
-    int32_t x = acc;
-    uint32_t right = 0u;
-    if (shift > 0) {
-        /* a multiplication, not a shift: a left shift of a negative value is undefined in C99 */
-        const int64_t scaled = (int64_t)acc * ((int64_t)1 << shift);
-        x = scaled > INT32_MAX ? INT32_MAX : (scaled < INT32_MIN ? INT32_MIN : (int32_t)scaled);
-    } else {
-        right = (uint32_t)(-shift);
-    }
     /* >> of a negative int64/int32 is implementation-defined in C99; every compiler this project
      * uses (gcc for Arm, RISC-V and the host) shifts arithmetically. */
     const int32_t h = (int32_t)(((int64_t)x * (int64_t)multiplier + ((int64_t)1 << 30)) >> 31);
-    const int32_t mask = (int32_t)((1u << right) - 1u); /* right <= 31: no overflow in uint32 */
     const int32_t threshold = (mask >> 1) + (h < 0 ? 1 : 0);
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
 }
 
-/* acc (with the folded bias already added) -> int8: requantise, add the output zero point, clamp. */
-static inline int8_t lumamba_requantize_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t y_zero_point)
+/* MultiplyByQuantizedMultiplier(acc, multiplier, shift); shift in [-31, 30]. Everything but the
+ * rare left-shift branch stays in 32 bits, so the product is one SMULL (Arm) / MUL + MULH (RV32). */
+static inline int32_t lumamba_requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
-    const int32_t y = lumamba_requantize(acc, multiplier, shift) + y_zero_point;
+    if (shift > 0) {
+        /* a multiplication, not a shift: a left shift of a negative value is undefined in C99 */
+        const int64_t scaled = (int64_t)acc * ((int64_t)1 << shift);
+        const int32_t x = scaled > INT32_MAX ? INT32_MAX : (scaled < INT32_MIN ? INT32_MIN : (int32_t)scaled);
+        return lumamba_requantize_right(x, multiplier, 0u, 0);
+    }
+    const uint32_t right = (uint32_t)(-shift);
+    return lumamba_requantize_right(acc, multiplier, right, (int32_t)((1u << right) - 1u)); /* right <= 31 */
+}
+
+/* y clamped to int8. */
+static inline int8_t lumamba_clamp_s8(int32_t y)
+{
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT == 1
     return (int8_t)__ssat(y, 8); /* one SSAT instead of two compares and moves */
 #else
     return (int8_t)(y > 127 ? 127 : (y < -128 ? -128 : y));
 #endif
+}
+
+/* acc (with the folded bias already added) -> int8: requantise, add the output zero point, clamp. */
+static inline int8_t lumamba_requantize_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t y_zero_point)
+{
+    return lumamba_clamp_s8(lumamba_requantize(acc, multiplier, shift) + y_zero_point);
 }
 
 #endif /* LUMAMBA_REQUANT_H */

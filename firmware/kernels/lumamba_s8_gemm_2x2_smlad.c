@@ -230,6 +230,26 @@ static inline void store(int8_t *y, int32_t c, int32_t acc, const int32_t *bias,
     y[c] = lumamba_requantize_s8(acc + bias[c], multiplier[c], shift[c], y_zero_point);
 }
 
+/* Channel c of two tokens: its bias, multiplier and shift loaded once, and for the usual right
+ * shift (shift <= 0) the rounding's mask computed once for both (lumamba_requantize_right). */
+static inline void store_2(int8_t *ya, int8_t *yb, int32_t c, int32_t acc_a, int32_t acc_b, const int32_t *bias,
+                           const int32_t *multiplier, const int32_t *shift, int32_t y_zero_point)
+{
+    const int32_t b = bias[c], mul = multiplier[c], sh = shift[c];
+    int32_t ra, rb;
+    if (sh <= 0) {
+        const uint32_t right = (uint32_t)(-sh);
+        const int32_t mask = (int32_t)((1u << right) - 1u);
+        ra = lumamba_requantize_right(acc_a + b, mul, right, mask);
+        rb = lumamba_requantize_right(acc_b + b, mul, right, mask);
+    } else {
+        ra = lumamba_requantize(acc_a + b, mul, sh);
+        rb = lumamba_requantize(acc_b + b, mul, sh);
+    }
+    ya[c] = lumamba_clamp_s8(ra + y_zero_point);
+    yb[c] = lumamba_clamp_s8(rb + y_zero_point);
+}
+
 void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *multiplier,
                                const int32_t *shift, int32_t y_zero_point, int8_t *y, int32_t m, int32_t n,
                                int32_t k, int32_t *x_buf)
@@ -246,10 +266,8 @@ void lumamba_s8_gemm_2x2_smlad(const int8_t *x, const int8_t *w, const int32_t *
         for (; c + 2 <= n; c += 2) {
             int32_t acc[4];
             dot_2x2(x_buf, w + c * k, k, acc);
-            store(ya, c, acc[0], bias, multiplier, shift, y_zero_point);
-            store(ya, c + 1, acc[1], bias, multiplier, shift, y_zero_point);
-            store(yb, c, acc[2], bias, multiplier, shift, y_zero_point);
-            store(yb, c + 1, acc[3], bias, multiplier, shift, y_zero_point);
+            store_2(ya, yb, c, acc[0], acc[2], bias, multiplier, shift, y_zero_point);
+            store_2(ya, yb, c + 1, acc[1], acc[3], bias, multiplier, shift, y_zero_point);
         }
         if (c < n) { /* odd n: the last channel against both tokens */
             int32_t acc[2];
