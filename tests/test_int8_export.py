@@ -185,7 +185,9 @@ def test_kernel_profile_counts_every_gemm_mac(m4_project):
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     assert list(profile.graphs()) == [g["name"] for g in manifest["graphs"]]
     unprofiled = json.loads((out / "report.json").read_text())["instructions_per_window"]
-    assert 0.98 * unprofiled < profile.kernel_instructions < 1.02 * unprofiled
+    # the kernels are all but the firmware's own work between them (the int16 window's statistics
+    # and per-patch normalisation, the drivers' state copies: about 2 % of this model's total)
+    assert 0.96 * unprofiled < profile.kernel_instructions < 1.02 * unprofiled
     counted = {g: 0 for g in profile.graphs()}
     for k in profile.kernels:
         counted[k.graph] += k.gemm_macs

@@ -52,7 +52,7 @@ def micro(tmp_path_factory):
 
 
 GRAPHS = {          # graph -> C functions its kernels must call (proof that the op was lowered, not folded)
-    "head_out": ["roundf("],
+    "head_out": ["lmb_round_clamped("],
     "head_step": ["lmb_expf(", "lmb_sigmoidf("],
     "block0_fwd": ["lmb_expf(", "lmb_sigmoidf(", "sqrtf("],
     # the streamed front end: a statistics pass (GroupNorms 1 and 2 applied, GELU), a combination of

@@ -127,5 +127,5 @@ def test_qconv_bit_exact_on_board(tmp_path, board):
 
 def test_graph_harness_rejects_a_float_input(tmp_path):
     x = _case(1)[2]
-    with pytest.raises(ValueError, match="graph qc1: needs an int8 input of shape \\[1, 16, 2, 4\\]"):
+    with pytest.raises(ValueError, match="graph qc1: needs an int8 or float32 input \\(int8\\[1, 16, 2, 4\\]\\)"):
         run_graphs_on_board("host", [(_compiled(1, "c_4x4"), x.astype(np.float32))], tmp_path)

@@ -1,10 +1,11 @@
-"""Run generated int8 graphs (`CGraph`s with one int8 input and one int8 output, e.g. a single
-`qconv` from qgraph_frontend.compile_qnode) on a board: a test application with the inputs
+"""Run generated int8 graphs (`CGraph`s with one int8 or float32 input and one int8 output, e.g. a
+single `qconv` from qgraph_frontend.compile_qnode) on a board: a test application with the inputs
 compiled in, built with the board's compiler and flags and the firmware kernels, run under QEMU
 (or natively for host). It prints the kernel harness's protocol (kernel_harness.run_board_harness
 parses it): one `Y <graph> <case> <insns> <fnv1a> <hex>` line per graph, then `DONE 0`.
 
-Used by tests that check generated kernels bit for bit on every board (tests/test_qconv_im2col.py).
+Used by tests that check generated kernels bit for bit on every board (tests/test_qconv_im2col.py,
+tests/test_quantize_rounding.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .build import check_toolchain
 from .kernel_harness import CFLAGS, KERNELS_DIR, KernelResult, _c_array, _run, run_board_harness
 
 _MAIN = """\
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -65,9 +67,28 @@ _CALL = """\
 """
 
 
+_C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.float32): "float"}
+
+
+def _float_literal(v: float) -> str:
+    """An exact C literal of a float32 value (hex float; INFINITY/NAN from math.h)."""
+    if np.isnan(v):
+        return "NAN"
+    if np.isinf(v):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    return float(v).hex() + "f"
+
+
+def _input_array(name: str, x: np.ndarray) -> str:
+    if x.dtype == np.int8:
+        return _c_array("int8_t", name, x)
+    body = ",".join(_float_literal(v) for v in x.reshape(-1).tolist())
+    return f"static const float {name}[{x.size}] = {{{body}}};\n"
+
+
 def build_graph_harness(board: Board | str, cases: Sequence[tuple[CGraph, np.ndarray]], out_dir: str | Path) -> Path:
     """The test application (ELF, or a host executable) running each graph of `cases` once on its
-    int8 input; graph names must be distinct C identifiers. Returns its path."""
+    input; graph names must be distinct C identifiers. Returns its path."""
     board = board if isinstance(board, Board) else load_board(board)
     check_toolchain(board, need_emulator=False)
     out_dir = Path(out_dir)
@@ -76,13 +97,15 @@ def build_graph_harness(board: Board | str, cases: Sequence[tuple[CGraph, np.nda
     for graph, x in cases:
         (spec_in,), (spec_out,) = graph.inputs, graph.outputs
         x = np.asarray(x)
-        if x.dtype != np.int8 or x.shape != tuple(spec_in.shape) or spec_out.dtype != "int8":
-            raise ValueError(f"graph {graph.name}: needs an int8 input of shape {list(spec_in.shape)} and an int8 "
-                             f"output, got input {x.dtype}{list(x.shape)}, output {spec_out.dtype}")
+        if (x.dtype != np.dtype(spec_in.dtype) or x.dtype not in _C_TYPES or x.shape != tuple(spec_in.shape)
+                or spec_out.dtype != "int8"):
+            raise ValueError(f"graph {graph.name}: needs an int8 or float32 input ({spec_in.dtype}"
+                             f"{list(spec_in.shape)}) and an int8 output, got input {x.dtype}{list(x.shape)}, "
+                             f"output {spec_out.dtype}")
         sources += [p for p in graph.write(out_dir / graph.name) if p.suffix == ".c"]
         includes.append(f'#include "{graph.name}.h"')
         size = int(np.prod(spec_out.shape))
-        arrays += [_c_array("int8_t", f"{graph.name}_x", x),
+        arrays += [_input_array(f"{graph.name}_x", x),
                    f"static int8_t {graph.name}_y[{size}];\n",
                    f"static uint8_t {graph.name}_arena[{max(1, graph.arena_bytes)}] __attribute__((aligned(16)));\n"]
         calls.append(_CALL.format(name=graph.name, size=size))

@@ -18,6 +18,16 @@
 float lmb_erff(float x);
 float lmb_atanf(float x);
 
+/* roundf(v) as an int32 for |v| <= 256 (the quantizers round after clamping to the int8 range):
+ * trunc(|v| + 0.49999997f) is exactly floor(|v| + 0.5) for every float32 in [0, 256] (checked
+ * exhaustively, tests/test_quantize_rounding.py), so no libm call and no tie correction. The
+ * constant is the float just below 0.5: with 0.5 itself, 0.49999997 + 0.5 would round up to 1. */
+static inline int32_t lmb_round_clamped(float v)
+{
+    const int32_t t = (int32_t)(fabsf(v) + 0x1.fffffep-2f);
+    return v < 0.0f ? -t : t;
+}
+
 /* exp(x): 0 below -86.5, +inf above 88. x = n ln2 + r (Cody-Waite, n rounded by adding and
  * subtracting 1.5 * 2^23), exp(r) by a degree-6 polynomial (Horner), times 2^n built from the
  * low bits of k = x log2(e) + 1.5 * 2^23 (see fmath.py). */
