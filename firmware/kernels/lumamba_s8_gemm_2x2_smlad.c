@@ -124,18 +124,23 @@ __attribute__((noinline)) static void dot_1x4(const int32_t *xp, const int8_t *w
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     const int8_t *p0 = w, *p1 = w + k, *p2 = w + 2 * k, *p3 = w + 3 * k;
     const int32_t *px = xp;
-    int32_t groups = k >> 2;
-    if (groups > 0) {
-        int32_t u, ul, xl, xh;
-        __asm__ volatile("1:\n" SMLAD_1X4_ASM_GROUP
+    int32_t pairs = k >> 3;
+    int32_t u, ul, xl, xh;
+    /* Two groups per iteration (the loop's SUBS + BNE once per 32 MACs), then an odd group. */
+#define SMLAD_1X4_OPERANDS                                                                                             \
+    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [p0] "+r"(p0), [p1] "+r"(p1), [p2] "+r"(p2),         \
+      [p3] "+r"(p3), [px] "+r"(px), [n] "+r"(pairs), [u] "=&r"(u), [ul] "=&r"(ul), [xl] "=&r"(xl), [xh] "=&r"(xh)     \
+    :                                                                                                                  \
+    : "cc", "memory"
+    if (pairs > 0) {
+        __asm__ volatile("1:\n" SMLAD_1X4_ASM_GROUP SMLAD_1X4_ASM_GROUP
                          "subs %[n], %[n], #1\n"
-                         "bne 1b\n"
-                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [p0] "+r"(p0), [p1] "+r"(p1),
-                           [p2] "+r"(p2), [p3] "+r"(p3), [px] "+r"(px), [n] "+r"(groups), [u] "=&r"(u),
-                           [ul] "=&r"(ul), [xl] "=&r"(xl), [xh] "=&r"(xh)
-                         :
-                         : "cc", "memory");
+                         "bne 1b\n" SMLAD_1X4_OPERANDS);
     }
+    if (k & 4) {
+        __asm__ volatile(SMLAD_1X4_ASM_GROUP SMLAD_1X4_OPERANDS);
+    }
+#undef SMLAD_1X4_OPERANDS
     const int32_t rem = k & 3;
     out[0] = rem ? tail_smlad(px, p0, rem, a0) : a0;
     out[1] = rem ? tail_smlad(px, p1, rem, a1) : a1;
