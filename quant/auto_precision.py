@@ -45,9 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import Calibration, calibrate
-from .config import QuantConfig, as_config
+from .config import QuantConfig, as_config, literal_pattern
 from .golden import INDEX
 from .quantizer import QuantizedModel, quantize
+from .quantizer import candidates as quantisable_nodes
 
 DEFAULT_TARGET_DB = 20.0
 DEFAULT_BUDGET = 0.05          # at most 5 % more weight bytes than all-int8
@@ -127,11 +128,6 @@ class PrecisionPlan:
         return (f"int8 logit SQNR {self.sqnr_db:.1f} dB misses --target-sqnr {self.target_db:g} dB within the "
                 f"flash budget ({self.budget_fraction:.0%} = {self.budget_bytes:,} B)"
                 + (f"; over budget: {', '.join(self.skipped)}" if self.skipped else ""))
-
-
-def _escape(layer: str) -> str:
-    """A glob matching exactly this layer name."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in layer)
 
 
 def int8_layers(q: QuantizedModel) -> list[str]:
@@ -228,7 +224,10 @@ def layer_inputs(q: QuantizedModel) -> dict[str, list[str]]:
 
 
 def _with_float(base: QuantConfig, layers: list[str]) -> QuantConfig:
-    return QuantConfig(base.float + [_escape(la) for la in layers], list(base.int8), base.source)
+    """`base` (its int8 opt-ins node by node, `QuantConfig.with_int8_nodes`) with `layers` float.
+    A fixed-weight layer's name is its `graph:node`, so moving an opted-in one drops its entry."""
+    moved = [literal_pattern(la) for la in layers]
+    return QuantConfig(base.float + moved, [p for p in base.int8 if p not in moved], base.source)
 
 
 def layer_sensitivity(evaluator: _Evaluator, base: QuantConfig, layers: list[str], n: int,
@@ -262,7 +261,7 @@ def choose_precision(export_dir: str | os.PathLike, calibration: Calibration, wi
         raise ValueError(f"flash budget must be a fraction in [0, 10], got {budget}")
     if n_sensitivity < 1:
         raise ValueError(f"sensitivity windows must be >= 1, got {n_sensitivity}")
-    base = as_config(config)
+    base = as_config(config).with_int8_nodes(quantisable_nodes(export_dir))
     x = np.asarray(windows, np.float32)
     with tempfile.TemporaryDirectory(prefix="lumamba-precision-") as tmp:
         ev = _Evaluator(Path(export_dir), calibration, x, weights, Path(tmp))

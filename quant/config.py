@@ -71,6 +71,16 @@ class QuantConfig:
             raise ValueError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from e
         return cls.from_dict(d, str(path))
 
+    def with_int8_nodes(self, candidates: Iterable[Candidate]) -> "QuantConfig":
+        """The same decisions, the `int8` opt-ins listed node by node (`graph:node`, glob
+        characters escaped): the precision search can then move one of them to float by removing
+        its entry instead of naming it in both lists. Raises as `decide` on a bad config."""
+        candidates = list(candidates)
+        decided = self.decide(candidates)
+        int8 = [literal_pattern(f"{c.graph}:{c.node}") for c in candidates
+                if not c.learned and decided[(c.graph, c.node)]]
+        return QuantConfig(list(self.float), int8, self.source)
+
     def to_dict(self) -> dict:
         return {"float": list(self.float), "int8": list(self.int8)}
 
@@ -90,6 +100,11 @@ class QuantConfig:
                              f"{', '.join(f'{g}:{n}' for g, n in both)}")
         return {(c.graph, c.node): (c.learned or (c.graph, c.node) in forced["int8"])
                 and (c.graph, c.node) not in forced["float"] for c in candidates}
+
+
+def literal_pattern(name: str) -> str:
+    """A glob matching exactly `name` (a layer name or `graph:node`)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _matches(pattern: str, c: Candidate) -> bool:

@@ -20,8 +20,11 @@ from lumamba.export.onnx.ort_runner import Runner
 from lumamba.montages import MONTAGES
 from lumamba.quant import calibrate, float_reference, quantize
 from lumamba.quant.calibration import Calibration, merge_minmax
-from lumamba.quant.auto_precision import (choose_precision, cut_ranges, holdout_split, layer_extra_bytes,
-                                           layer_inputs, logit_sqnr_db, plan_precision, record_plan)
+from lumamba.quant.auto_precision import (_with_float, choose_precision, cut_ranges, holdout_split,
+                                           layer_extra_bytes, layer_inputs, logit_sqnr_db, plan_precision,
+                                           record_plan)
+from lumamba.quant.config import QuantConfig
+from lumamba.quant.quantizer import candidates as quantisable_nodes
 from lumamba.quant.export_step import quantize_for_export
 from lumamba.quant.fixed_point import WEIGHT_MAX, quantize_weights
 from lumamba.quant.weight_scales import weight_scales
@@ -73,6 +76,28 @@ def test_sensitivity_ranks_the_damaged_layer_last_and_auto_keeps_only_it_float(e
     # float32 weight + bias replace int8 weight + int32 bias, multiplier, shift
     assert plan.extra_bytes == 4 * n_out * n_in + 4 * n_out - (n_out * n_in + 12 * n_out)
     assert plan.extra_bytes <= plan.budget_bytes
+
+
+def test_search_moves_an_opted_in_fixed_node_to_float_without_a_conflict(exported):
+    """A user config opting the fixed-weight DFT nodes into int8 (`{"int8": ["frontend:*"]}`):
+    the search tries each int8 layer alone, i.e. puts the others in `float` too. The opt-ins are
+    listed node by node first, so a moved one leaves the int8 list instead of being named by both
+    (which `decide` rejects, as the unresolved config shows)."""
+    root, x, calibration = exported
+    nodes = quantisable_nodes(root / "onnx")
+    fixed = [c for c in nodes if not c.learned]
+    assert len(fixed) == 2 and {c.graph for c in fixed} == {"frontend"}
+    user = QuantConfig.from_dict({"int8": ["frontend:*"]})
+    base = user.with_int8_nodes(nodes)
+    assert base.int8 == [f"frontend:{c.node}" for c in fixed] and base.float == []
+    decided = _with_float(base, [fixed[0].layer]).decide(nodes)
+    assert decided[("frontend", fixed[0].node)] is False and decided[("frontend", fixed[1].node)] is True
+    assert sum(decided.values()) == len(nodes) - 1
+    with pytest.raises(ValueError, match="named by both 'float' and 'int8'"):
+        QuantConfig([fixed[0].layer], user.int8).decide(nodes)
+    plan = choose_precision(root / "onnx", damaged(calibration, root / "onnx"), x, target_db=20, n_sensitivity=2,
+                            config=user, progress=False)
+    assert {c.layer for c in fixed} <= set(plan.sensitivity) and plan.float_layers == [BAD] and plan.met
 
 
 def test_budget_too_small_warns_and_keeps_everything_int8(exported):
