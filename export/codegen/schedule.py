@@ -98,17 +98,19 @@ def _try(primitive, *args) -> bool:
 UNROLL_FACTORS = (4, 3, 2)
 
 
+def _is_sum(block) -> bool:
+    """A sum reduction (`acc = acc + ...`). Only these are unrolled: TVM 0.27's C printer binds a
+    max/min reduction's running value to a temporary, and in an unrolled body that stale temporary
+    is reused after the next store (a wrong result, caught by tests/test_tvm_codegen.py)."""
+    return isinstance(block.body, tvm.tirx.BufferStore) and isinstance(block.body.value, tvm.tirx.Add)
+
+
 def _unroll_innermost(sch, rv) -> None:
     """Unroll the innermost reduction loop by the largest of UNROLL_FACTORS dividing it (whole
     when it is that short). The terms are still added in their order, so the arithmetic, float
     included, is unchanged; a Cortex-M then spends ~3 instead of ~5 instructions on an int8 MAC
-    (two loads and a multiply-accumulate, without the compare and branch).
-
-    Sums only: TVM 0.27's C printer binds a max/min reduction's running value to a temporary,
-    and in an unrolled body that stale temporary is reused after the next store (a wrong
-    result, caught by tests/test_tvm_codegen.py)."""
-    body = sch.get(rv).body
-    if not (isinstance(body, tvm.tirx.BufferStore) and isinstance(body.value, tvm.tirx.Add)):
+    (two loads and a multiply-accumulate, without the compare and branch). Sums only (_is_sum)."""
+    if not _is_sum(sch.get(rv)):
         return
     loop = sch.get_loops(rv)[-1]
     extent = sch.get(loop).extent
@@ -122,6 +124,43 @@ def _unroll_innermost(sch, rv) -> None:
     if factor is not None:
         _, inner = sch.split(loop, [None, factor])
         sch.unroll(inner)
+
+
+REGISTER_TILES = (4, 3, 2)
+
+
+def _register_tile(sch, rv, n_spatial: int):
+    """A float32 reduction (a matmul's dot products): its innermost spatial loop split by the
+    largest of REGISTER_TILES dividing it, the tile moved inside the reduction loops. Each input
+    element read along the reduction then serves the tile's outputs at once, and the tile's
+    accumulators stay in registers (the tile loop is unrolled). Every output still adds its terms
+    in the same order, so the floats are unchanged. Returns the loop over tiles, or None."""
+    block = sch.get(rv)
+    if block.writes[0].source.dtype != "float32" or n_spatial < 1 or not _is_sum(block):
+        return None
+    loops = sch.get_loops(rv)
+    extent = sch.get(loops[n_spatial - 1]).extent
+    if not isinstance(extent, tirx.IntImm):
+        return None
+    factor = next((f for f in REGISTER_TILES if int(extent) % f == 0 and int(extent) > f), None)
+    if factor is None:
+        return None
+    outer, lane = sch.split(loops[n_spatial - 1], [None, factor])
+    sch.reorder(*loops[n_spatial:], lane)
+    # and the innermost reduction loop unrolled a little around the tile (fewer loop branches)
+    last = sch.get(loops[-1]).extent
+    step = next((f for f in UNROLL_FACTORS if isinstance(last, tirx.IntImm) and int(last) % f == 0), None)
+    if step is not None and int(last) > 1:
+        sch.unroll(sch.split(loops[-1], [None, step])[1])
+    return outer
+
+
+def _unroll_tile_loops(sch, tiles) -> None:
+    """Unroll the tile loop of every block under `tiles` (the init, the update, the epilogue)."""
+    for rv in sch.get_child_blocks(tiles):
+        inner = sch.get_loops(rv)[-1]
+        if not sch.get(inner).same_as(sch.get(tiles)):
+            sch.unroll(inner)
 
 
 def schedule_for_mcu(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -154,9 +193,12 @@ def schedule_for_mcu(func: tirx.PrimFunc) -> tirx.PrimFunc:
         loops = sch.get_loops(rv)
         n_spatial = sum(iv.iter_type == tirx.IterVar.DataPar for iv in block.iter_vars)
         consumers = sch.get_consumers(rv)
+        tiles = _register_tile(sch, rv, n_spatial) if 0 < n_spatial < len(loops) else None
         if len(consumers) == 1 and 0 < n_spatial < len(loops) and _is_spatial(sch.get(consumers[0])):
-            _try(sch.reverse_compute_at, consumers[0], loops[n_spatial - 1])
+            _try(sch.reverse_compute_at, consumers[0], loops[n_spatial - 1] if tiles is None else tiles)
         if n_spatial < len(loops):
-            _try(sch.decompose_reduction, rv, loops[n_spatial])
+            _try(sch.decompose_reduction, rv, sch.get_loops(rv)[n_spatial])
             _unroll_innermost(sch, rv)
+            if tiles is not None:
+                _unroll_tile_loops(sch, tiles)
     return sch.mod["main"]
