@@ -2,8 +2,8 @@
 
 Accuracy is measured in float32 ulps of the float64 value. The bound, 3 ulp (4 for softplus, a
 composition of exp and log1p whose errors add; 1.5 for the table-driven exp, measured 1.3), is what
-a polynomial evaluated in float32 (each Horner step rounds) reaches; a wrong coefficient, a missing range reduction or a float64 leak
-shows up as thousands of ulps or as a non-float32 result.
+a polynomial evaluated in float32 (each Horner step rounds) reaches; a wrong coefficient, a
+missing range reduction or a float64 leak shows up as thousands of ulps or as a non-float32 result.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def exp_edge_inputs() -> np.ndarray:
     (exp(dt A): dt > 0, A < 0, so x in [-30, 0])."""
     m = np.arange(-7990, 8130, dtype=np.float64)
     seams = ((m + 0.5) * math.log(2) / 64).astype(np.float32)
-    seams = np.concatenate([seams, np.nextafter(seams, np.float32(np.inf)), np.nextafter(seams, np.float32(-np.inf))])
+    seams = np.concatenate([seams, np.nextafter(seams, F32(np.inf)), np.nextafter(seams, F32(-np.inf))])
     octaves = (np.arange(-125, 128) * math.log(2)).astype(np.float32)
     scan = -np.geomspace(1e-8, 30.0, 20001).astype(np.float32)
     clamps = np.float32([-86.5, np.nextafter(F32(-86.5), F32(0)), 88.0, np.nextafter(F32(88.0), F32(0)), 0.0, -0.0])

@@ -22,9 +22,9 @@ float lmb_atanf(float x);
 extern const float lmb_exp2_table[64];
 
 /* exp(x): 0 below -86.5, +inf above 88, NaN for NaN. x = m ln2/64 + r, m = 64 n + j rounded by
- * adding and subtracting 1.5 * 2^23 (Cody-Waite reduction), exp(x) = t + t p with t = 2^n 2^(j/64) (the table
- * entry's exponent field plus n, taken from the low bits of k = x 64/ln2 + 1.5 * 2^23) and
- * p = (c2 r + c1) r ~ exp(r) - 1 on |r| <= ln2/128 (see fmath.py). */
+ * adding and subtracting 1.5 * 2^23 (Cody-Waite reduction); exp(x) = t + t p with t = 2^n 2^(j/64)
+ * (the table entry's exponent field plus n, taken from the low bits of k = x 64/ln2 + 1.5 * 2^23)
+ * and p = (c2 r + c1) r ~ exp(r) - 1 on |r| <= ln2/128 (see fmath.py). */
 static inline float lmb_expf(float x)
 {
   const float shifter = 0x1.8p+23f;
