@@ -28,17 +28,34 @@ def _c(*hexes: str) -> tuple[np.float32, ...]:
     return tuple(F32(float.fromhex(h)) for h in hexes)
 
 
-# exp: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite: LN2_HI has 9 significant bits, so n * LN2_HI
-# is exact for |n| < 2^15), exp(r) by a degree-6 polynomial, then times 2^n. n is rounded to the
-# nearest integer by adding and subtracting 1.5 * 2^23 (EXP_SHIFTER): no floor() call, and the low
-# bits of k = x log2(e) + EXP_SHIFTER hold n, so 2^n is built from k's bits by two integer
-# operations ((bits(k) << 23) + bits(1.0f)), without a float -> int conversion.
-LOG2E, LN2_HI, LN2_LO = _c("0x1.715476p+0", "0x1.63p-1", "-0x1.bd0106p-13")
+# exp: x = (64 n + j) ln2/64 + r with |r| <= ln2/128, exp(x) = 2^n * 2^(j/64) * exp(r).
+# m = 64 n + j = round(x 64/ln2) by adding and subtracting 1.5 * 2^23 (EXP_SHIFTER): no floor() call,
+# and the low bits of k = x 64/ln2 + EXP_SHIFTER hold m. Cody-Waite: LN2_64_HI has 9 significant
+# bits, so m * LN2_64_HI is exact for |m| < 2^15 (|m| <= 8125 here). 2^(j/64) comes from a 64-entry
+# table (EXP2_TABLE, float32 2^(j/64) correctly rounded); 2^n is added to its exponent field
+# ((bits(k) >> 6) << 23: the shifter's bits below bit 22 are 0). exp(r) - 1 ~ r (c1 + c2 r) (a degree-2
+# fit on |r| <= ln2/128: 1.2e-7 relative, 1.3 ulp over the whole range), y = t + t p.
+# ~13 float operations instead of the 20 of a degree-6 polynomial on |r| <= ln2/2.
+EXP_64_LN2, LN2_64_HI, LN2_64_LO = _c("0x1.715476p+6", "0x1.63p-7", "-0x1.bd0106p-19")
 EXP_SHIFTER = F32(12582912.0)      # 0x1.8p+23
-EXP_POLY = _c("0x1p+0", "0x1p+0", "0x1p-1", "0x1.5553f6p-3", "0x1.55545ap-5", "0x1.1276a8p-7", "0x1.6daf52p-10")
+EXP_POLY = _c("0x1.00003ep+0", "0x1.000006p-1")      # c1, c2 of exp(r) - 1 ~ r (c1 + c2 r)
+EXP2_TABLE = _c(
+    "0x1.000000p+0", "0x1.02c9a4p+0", "0x1.059b0ep+0", "0x1.087452p+0", "0x1.0b5586p+0", "0x1.0e3ec4p+0",
+    "0x1.11301ep+0", "0x1.1429aap+0", "0x1.172b84p+0", "0x1.1a35bep+0", "0x1.1d4874p+0", "0x1.2063b8p+0",
+    "0x1.2387a6p+0", "0x1.26b456p+0", "0x1.29e9e0p+0", "0x1.2d285ap+0", "0x1.306fe0p+0", "0x1.33c08cp+0",
+    "0x1.371a74p+0", "0x1.3a7db4p+0", "0x1.3dea64p+0", "0x1.4160a2p+0", "0x1.44e086p+0", "0x1.486a2cp+0",
+    "0x1.4bfdaep+0", "0x1.4f9b28p+0", "0x1.5342b6p+0", "0x1.56f474p+0", "0x1.5ab07ep+0", "0x1.5e76f2p+0",
+    "0x1.6247ecp+0", "0x1.662388p+0", "0x1.6a09e6p+0", "0x1.6dfb24p+0", "0x1.71f75ep+0", "0x1.75feb6p+0",
+    "0x1.7a1148p+0", "0x1.7e2f34p+0", "0x1.82589ap+0", "0x1.868d9ap+0", "0x1.8ace54p+0", "0x1.8f1aeap+0",
+    "0x1.93737cp+0", "0x1.97d82ap+0", "0x1.9c4918p+0", "0x1.a0c668p+0", "0x1.a5503cp+0", "0x1.a9e6b6p+0",
+    "0x1.ae89fap+0", "0x1.b33a2cp+0", "0x1.b7f770p+0", "0x1.bcc1eap+0", "0x1.c199bep+0", "0x1.c67f12p+0",
+    "0x1.cb720ep+0", "0x1.d072d4p+0", "0x1.d5818ep+0", "0x1.da9e60p+0", "0x1.dfc974p+0", "0x1.e502eep+0",
+    "0x1.ea4afap+0", "0x1.efa1bep+0", "0x1.f50766p+0", "0x1.fa7c18p+0",
+)
+EXP_TABLE_BITS = 6                 # 64 entries
+_EXP2_TABLE_BITS = np.array(EXP2_TABLE, F32).view(np.uint32)
 EXP_MAX = F32(88.0)    # above: +inf (exp(88) = 1.65e38 is the largest result computed)
 EXP_MIN = F32(-86.5)   # below: 0 (2^n stays >= 2^-125, so no subnormal intermediate)
-ONE_BITS = np.uint32(0x3F800000)
 
 # log1p(u) for u in [0, 1]: s = u / (2 + u) in [0, 1/3], log1p(u) = 2 atanh(s) = s * (2 + s^2 Q(s^2)).
 LOG1P_POLY = _c("0x1.555556p-1", "0x1.9998d2p-2", "0x1.24c9a2p-2", "0x1.bc7e66p-3", "0x1.dbe572p-3")
@@ -78,11 +95,15 @@ def exp(x: np.ndarray) -> np.ndarray:
     """exp(x) for finite float32 x; 0 below -86.5, +inf above 88."""
     x = _f32(x)
     xc = np.minimum(np.maximum(x, EXP_MIN), EXP_MAX)
-    k = xc * LOG2E + EXP_SHIFTER                       # EXP_SHIFTER + n, n in [-125, 127]
-    n = k - EXP_SHIFTER
-    r = (xc - n * LN2_HI) - n * LN2_LO
-    two_n = ((k.view(np.uint32) << np.uint32(23)) + ONE_BITS).view(np.float32)   # 2^n from k's low bits
-    y = horner(EXP_POLY, r) * two_n
+    k = xc * EXP_64_LN2 + EXP_SHIFTER                  # EXP_SHIFTER + m, m = 64 n + j in [-7987, 8125]
+    m = k - EXP_SHIFTER
+    r = (xc - m * LN2_64_HI) - m * LN2_64_LO
+    p = (r * EXP_POLY[1] + EXP_POLY[0]) * r
+    kb = k.view(np.uint32)
+    with np.errstate(over="ignore"):      # uint32 wrap-around, as in C: adds n (< 0 too) to the exponent
+        t_bits = _EXP2_TABLE_BITS[kb & np.uint32(63)] + ((kb >> np.uint32(EXP_TABLE_BITS)) << np.uint32(23))
+    t = t_bits.view(np.float32)
+    y = t + t * p
     y = np.where(x < EXP_MIN, F32(0.0), y)
     return np.where(x > EXP_MAX, F32(np.inf), y)
 

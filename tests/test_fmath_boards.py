@@ -2,11 +2,12 @@
 the harness (firmware/runtime/harness/fmath_harness.c) evaluates each function on the same inputs
 and prints a hash of the results, compared with the golden model's hash of its own results.
 The inputs cover the domains densely enough to cross every branch and range-reduction step
-(exp's clamps, erf's intervals, atan's reductions) plus the special values."""
+(exp's clamps and table seams, erf's intervals, atan's reductions) plus the special values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_quant_fmath import exp_edge_inputs
 from toolchain import require_toolchain
 
 from lumamba.export.project.fmath_harness import FUNCTIONS, build_fmath_harness, golden_hash, run_fmath_harness
@@ -21,7 +22,7 @@ def _inputs() -> np.ndarray:
                         float(fmath.TAN_PI_8), np.inf, -np.inf, np.nan, 2 ** -149, -(2 ** -149), 3e38, -3e38])
     bits = rng.integers(0, 2 ** 32, 1000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     return np.concatenate([np.linspace(-100, 100, 2001, dtype=np.float32),
-                           np.linspace(-6, 6, 2001, dtype=np.float32), bits, edges])
+                           np.linspace(-6, 6, 2001, dtype=np.float32), bits, edges, exp_edge_inputs()[::5]])
 
 
 @pytest.mark.parametrize("board", BOARDS)

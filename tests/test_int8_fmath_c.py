@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from test_quant_fmath import exp_edge_inputs
 
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.quant import fmath
@@ -53,7 +54,7 @@ def _inputs(name):
     edges = np.float32([0.0, -0.0, 1.0, -1.0, 2.5, 4.0, -4.0, 88.0, 88.00001, -86.5, -86.50001, 0.5,
                         float(fmath.TAN_PI_8), np.inf, -np.inf, 2 ** -149, -(2 ** -149), 3e38, -3e38])
     return np.concatenate([np.linspace(-100, 100, 400001, dtype=np.float32),
-                           np.linspace(-5, 5, 200001, dtype=np.float32), bits, edges])
+                           np.linspace(-5, 5, 200001, dtype=np.float32), bits, edges, exp_edge_inputs()])
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

@@ -1,9 +1,9 @@
 """fmath (the golden model's float32 transcendentals) and the float islands' sequential reductions.
 
 Accuracy is measured in float32 ulps of the float64 value. The bound, 3 ulp (4 for softplus, a
-composition of exp and log1p whose errors add), is what a polynomial evaluated in float32 (each
-Horner step rounds) reaches; a wrong coefficient, a missing range reduction or a float64 leak
-shows up as thousands of ulps or as a non-float32 result.
+composition of exp and log1p whose errors add; 1.5 for the table-driven exp, measured 1.3), is what
+a polynomial evaluated in float32 (each Horner step rounds) reaches; a wrong coefficient, a
+missing range reduction or a float64 leak shows up as thousands of ulps or as a non-float32 result.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name, fn, ref, lo, hi, bound", [
-    ("exp", fmath.exp, np.exp, -86.5, 88.0, 3),
+    ("exp", fmath.exp, np.exp, -86.5, 88.0, 1.5),
     ("erf", fmath.erf, special.erf, -5.0, 5.0, 3),
     ("atan", fmath.atan, np.arctan, -50.0, 50.0, 3),
     ("sigmoid", fmath.sigmoid, special.expit, -30.0, 30.0, 3),
@@ -108,3 +108,43 @@ def test_float_matmul_and_layer_norm_against_explicit_loops():
         inv = F32(F32(1.0) / F32(math.sqrt(F32(var + eps))))      # sqrt is correctly rounded in both
         assert np.array_equal(yrow, np.array([F32(F32(v * inv) * g + bb) for v, g, bb in zip(d, gamma, beta)], F32))
     assert np.abs(y - (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True) * gamma - beta).max() < 1e-5
+
+
+def test_exp2_table_is_correctly_rounded():
+    """EXP2_TABLE[j] is 2^(j/64) rounded to nearest float32 (a wrong or shifted entry would put the
+    exp of a whole 1/64-octave bucket off by up to 1 %)."""
+    table = np.array(fmath.EXP2_TABLE, F32)
+    assert table.size == 2 ** fmath.EXP_TABLE_BITS == 64
+    want = np.exp2(np.arange(64) / 64.0)
+    half_ulp = np.spacing(table).astype(np.float64) / 2
+    assert np.all(np.abs(table.astype(np.float64) - want) <= half_ulp)
+
+
+def exp_edge_inputs() -> np.ndarray:
+    """Inputs at the table exp's seams: the bucket boundaries m +- 1/2 of m = round(x 64/ln2) (where
+    the rounding of m flips between two table entries and the reduced r changes sign), the octave
+    boundaries (j = 63 -> 0, n -> n + 1), the clamps, and the range the selective scan sees
+    (exp(dt A): dt > 0, A < 0, so x in [-30, 0])."""
+    m = np.arange(-7990, 8130, dtype=np.float64)
+    seams = ((m + 0.5) * math.log(2) / 64).astype(np.float32)
+    seams = np.concatenate([seams, np.nextafter(seams, F32(np.inf)), np.nextafter(seams, F32(-np.inf))])
+    octaves = (np.arange(-125, 128) * math.log(2)).astype(np.float32)
+    scan = -np.geomspace(1e-8, 30.0, 20001).astype(np.float32)
+    clamps = np.float32([-86.5, np.nextafter(F32(-86.5), F32(0)), 88.0, np.nextafter(F32(88.0), F32(0)), 0.0, -0.0])
+    return np.concatenate([seams, octaves, np.nextafter(octaves, F32(0)), scan, clamps])
+
+
+def test_exp_at_table_seams_and_in_the_scan_range():
+    """Within 1.5 ulp of float64 exp at the seams (the bound of the degree-2 polynomial on
+    |r| <= ln2/128 plus the table's and the final t + t p rounding), monotone over the scan range."""
+    x = exp_edge_inputs()
+    x = x[(x >= -86.5) & (x <= 88.0)]
+    got = fmath.exp(x)
+    want = np.exp(x.astype(np.float64))
+    err = ulps(got, want)
+    assert err.max() <= 1.5, f"{err.max():.2f} ulp at x={x[np.argmax(err)]}"
+    rel = np.abs(got.astype(np.float64) / want - 1)
+    assert rel.max() < 1.3e-7
+    scan = np.sort(-np.geomspace(1e-8, 30.0, 20001).astype(np.float32))
+    assert np.all(np.diff(fmath.exp(scan).astype(np.float64)) >= 0)
+    assert fmath.exp(np.float32([-1e-8, 1e-8])).tolist() == [1.0, 1.0]

@@ -6,7 +6,7 @@
  *
  * exp, log1p and the functions built on them are static inline: the generated kernels call
  * them once per element (the selective scan: d_inner x d_state exp per token), and inlined exp
- * costs about 30 instructions on the Cortex-M4F instead of ~90 (a call, a floorf() call and a
+ * costs about 25 instructions on the Cortex-M4F instead of ~90 (a call, a floorf() call and a
  * coefficient loop). */
 #ifndef LUMAMBA_FMATH_H_
 #define LUMAMBA_FMATH_H_
@@ -28,16 +28,21 @@ static inline int32_t lmb_round_clamped(float v)
     return v < 0.0f ? -t : t;
 }
 
-/* exp(x): 0 below -86.5, +inf above 88. x = n ln2 + r (Cody-Waite, n rounded by adding and
- * subtracting 1.5 * 2^23), exp(r) by a degree-6 polynomial (Horner), times 2^n built from the
- * low bits of k = x log2(e) + 1.5 * 2^23 (see fmath.py). */
+/* 2^(j/64), j = 0..63, float32 (fmath.py's EXP2_TABLE): lumamba_fmath.c */
+extern const float lmb_exp2_table[64];
+
+/* exp(x): 0 below -86.5, +inf above 88, NaN for NaN. x = m ln2/64 + r, m = 64 n + j rounded by
+ * adding and subtracting 1.5 * 2^23 (Cody-Waite reduction); exp(x) = t + t p with t = 2^n 2^(j/64)
+ * (the table entry's exponent field plus n, taken from the low bits of k = x 64/ln2 + 1.5 * 2^23)
+ * and p = (c2 r + c1) r ~ exp(r) - 1 on |r| <= ln2/128 (see fmath.py). */
 static inline float lmb_expf(float x)
 {
   const float shifter = 0x1.8p+23f;
-  float k, n, r, p, two_n;
-  uint32_t bits;
-  memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7FFFFFFFu) > 0x42AD0000u) { /* |x| > 86.5, inf or NaN: one integer test in the common case */
+  float k, m, r, p, t;
+  uint32_t bits, t_bits;
+  /* |x| > 86.5, inf or NaN. A float test rather than one on x's bits: the compilers then keep x in
+   * a float register (RV32: 4 fewer int <-> float moves per call in the scan loop). */
+  if (!(fabsf(x) <= 86.5f)) {
     if (x != x) {
       return x;
     }
@@ -48,20 +53,15 @@ static inline float lmb_expf(float x)
       return INFINITY;
     }
   }
-  k = x * 0x1.715476p+0f + shifter; /* shifter + n, n in [-125, 127] */
-  n = k - shifter;
-  r = (x - n * 0x1.63p-1f) - n * -0x1.bd0106p-13f;
-  p = 0x1.6daf52p-10f;
-  p = p * r + 0x1.1276a8p-7f;
-  p = p * r + 0x1.55545ap-5f;
-  p = p * r + 0x1.5553f6p-3f;
-  p = p * r + 0x1p-1f;
-  p = p * r + 0x1p+0f;
-  p = p * r + 0x1p+0f;
+  k = x * 0x1.715476p+6f + shifter; /* shifter + m, m = 64 n + j in [-7987, 8125] */
+  m = k - shifter;
+  r = (x - m * 0x1.63p-7f) - m * -0x1.bd0106p-19f;
+  p = (r * 0x1.000006p-1f + 0x1.00003ep+0f) * r;
   memcpy(&bits, &k, sizeof bits);
-  bits = (bits << 23) + 0x3F800000u; /* 2^n */
-  memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
+  memcpy(&t_bits, &lmb_exp2_table[bits & 63u], sizeof t_bits);
+  t_bits += (bits >> 6) << 23; /* times 2^n */
+  memcpy(&t, &t_bits, sizeof t);
+  return t + t * p;
 }
 
 /* log(1 + u) for u in [0, 1]: s = u / (2 + u), log1p(u) = s * (2 + s^2 Q(s^2)) */
