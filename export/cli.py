@@ -44,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lumamba.export.onnx.mamba_chunk import DEFAULT_CHUNK
 from lumamba.export.onnx.manifest import MAMBA_FORMS
 from lumamba.export.output_dir import (OutputDirError, check_output_dir, install, new_partial,
                                        remove_stale_partials, termination_as_interrupt)
@@ -88,6 +89,17 @@ class _Steps:
         if self.started is not None:
             print(f"      done in {time.perf_counter() - self.started:.1f} s", flush=True)
             self.started = None
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer (--mamba-chunk)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _warn(message: str) -> None:
@@ -229,7 +241,8 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
     onnx_dir = work if board is None else work / ONNX_DIR
     manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint,
-                           front_end=args.front_end, mamba_form=args.mamba_form)
+                           front_end=args.front_end, mamba_form=args.mamba_form,
+                           mamba_chunk=args.mamba_chunk)
     print(f"      {len(manifest.graphs)} graphs, {len(manifest.schedule)} stages, "
           f"{manifest.n_patches} tokens per window, Mamba in {args.mamba_form} form")
     if board is None:
@@ -561,7 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mamba-form", choices=list(MAMBA_FORMS), default="step",
                    help="step (default): one graph per token with its conv and scan state (least RAM); window: "
                         "each Mamba's projections over all tokens of the window (matrix-matrix GEMMs, only the "
-                        "scan per token): fewer instructions, more RAM (README, Export). Same model, same outputs")
+                        "scan per token): fewer instructions, more RAM (README, Export); chunk: the window form "
+                        "over chunks of --mamba-chunk tokens (GEMMs over a chunk, RAM that scales with the chunk). "
+                        "Same model, same outputs")
+    p.add_argument("--mamba-chunk", type=_positive_int, default=DEFAULT_CHUNK, metavar="C",
+                   help=f"tokens per chunk in --mamba-form chunk (default {DEFAULT_CHUNK}, the GEMM tile)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
                         "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model); "

@@ -25,7 +25,7 @@ def qconv_macs(golden) -> int:
     total = 0
     for name, executor in golden.executors.items():
         graph = executor.graph
-        calls = sum(1 if st.loop == "once" else manifest.n_patches for st in manifest.schedule if st.graph == name)
+        calls = sum(len(st.steps(manifest.n_patches)) for st in manifest.schedule if st.graph == name)
         for node in graph.nodes:
             if node.op != "qconv":
                 continue
