@@ -288,13 +288,16 @@ def test_bad_int8_options_name_the_option(args, message, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mamba_form", ["window", "step"])
+@pytest.mark.parametrize("mamba_form", ["window", "step", "chunk"])
 def test_cli_host_int8_verify(tmp_path, calib_npz, mamba_form):
-    """The native verification of the default (automatic precision) int8 export, in both Mamba
-    forms (m4_project covers the default window form in the default suite). The .npz holds 3 + 3
+    """The native verification of the default (automatic precision) int8 export, in every Mamba
+    form (m4_project covers the default form in the default suite; the chunk form with chunks of
+    3 of the 16 tokens: shared chunk graphs and a last chunk of 1). The .npz holds 3 + 3
     test windows of a random model, so its AUROC moves in steps of 1/9: one swapped pair exceeds
     any --max-drift below 0.11. The gate is m4_project's and test_drift_gate's subject, not this one's."""
+    chunk = ["--mamba-chunk", "3"] if mamba_form == "chunk" else []
     run = export(["--target", "host", *MICRO_ARGS, "--int8", "--calib-data", str(calib_npz), "--mamba-form", mamba_form,
+                  *chunk,
                   "--calib-windows", str(N_CALIB), "--max-drift", "1", "--verify", "--out", str(tmp_path / "host")])
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"Mamba in {mamba_form} form" in run.stdout
