@@ -125,6 +125,9 @@ def test_chunk_export_matches_pytorch(chunk_export):
     assert {g.name for g in manifest.graphs if g.name.startswith("block0_fwd")} == {
         "block0_fwd_pre", "block0_fwd_scan", "block0_fwd_post", "block0_fwd_pre_tail", "block0_fwd_post_tail"}
     assert sum(s.graph == "block0_fwd_pre" for s in manifest.schedule) == 5
+    # the blocks update z0 in place: two (S, d_model) buffers for the encoder, not three
+    assert manifest.latent_buffer == "z0" and {b.name for b in manifest.buffers} >= {"z0", "acc"}
+    assert not {"z1", "acc0"} & {b.name for b in manifest.buffers}
     x = windows(len(names), 640)
     runner = load(out)
     with torch.no_grad():

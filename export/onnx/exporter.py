@@ -30,7 +30,7 @@ from lumamba.model import LuMamba
 from lumamba.normalise import spec as normalisation_spec
 
 from .frontend_stream import plan_streamed_frontend
-from .mamba_chunk import DEFAULT_CHUNK, check_chunk, plan_chunked_blocks, plan_chunked_head
+from .mamba_chunk import LATENT, DEFAULT_CHUNK, check_chunk, plan_chunked_blocks, plan_chunked_head
 from .mamba_window import EncoderPost, EncoderPre, HeadPost, HeadPre, ScanStep
 from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec, check_mamba_form
 from .step_modules import EncoderStep, Frontend, HeadStep, LinearHeadOut, MambaHeadOut, Unify
@@ -174,7 +174,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         config=config.to_dict(), n_classes=model.n_classes, channel_names=tuple(names),
         n_samples=n_samples, n_patches=n_samples // config.patch_size,
         graphs=specs, buffers=tuple(plan.buffers.values()), schedule=tuple(plan.stages),
-        input_buffer="window", latent_buffer=f"z{config.n_blocks}",
+        input_buffer="window", latent_buffer=LATENT if mamba_form == "chunk" else f"z{config.n_blocks}",
         logits_buffer="logits" if model.n_classes else None,
         opset=OPSET, ir_version=IR_VERSION, checkpoint=checkpoint_info, mamba_form=mamba_form,
         mamba_chunk=mamba_chunk if mamba_form == "chunk" else None,
@@ -224,7 +224,7 @@ def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, fron
 
     if not model.n_classes:
         return plan
-    z, head = f"z{c.n_blocks}", model.classifier
+    z, head = LATENT if mamba_form == "chunk" else f"z{c.n_blocks}", model.classifier
     plan.buffer("logits", (1, model.n_classes), "output")
     if c.head == "mamba" and mamba_form == "chunk":
         plan_chunked_head(model, plan, S, mamba_chunk)

@@ -102,16 +102,21 @@ def chunks(S: int, chunk: int, reverse: bool) -> list[tuple[int, int]]:
     return spans[::-1] if reverse else spans
 
 
+LATENT = "z0"
+
+
 def plan_chunked_blocks(model, plan, S: int, chunk: int) -> None:
     """The encoder blocks in the chunked form, on the exporter's `_Plan`.
-    block i: acc_i = z_i + Mamba_fwd(LN(z_i)); z_{i+1} = acc_i + Mamba_rev(LN(z_i))."""
+    block i: acc = z + Mamba_fwd(LN(z)); z = acc + Mamba_rev(LN(z)), z updated in place (`LATENT`,
+    the front end's output): the reverse direction's chunk [a, b) writes rows [a, b) of z after its
+    pre stage read them, and no later stage reads the old rows (the conv context is carried), so
+    the encoder holds two (S, d_model) buffers instead of three."""
     check_chunk(chunk)
     d = model.config.d_model
+    z, acc = LATENT, "acc"
+    plan.buffer(acc, (S, d))
     for i, (block, norm) in enumerate(zip(model.mamba_blocks, model.norm_layers)):
-        z, acc, z_next = f"z{i}", f"acc{i}", f"z{i + 1}"
-        plan.buffer(acc, (S, d))
-        plan.buffer(z_next, (S, d))
-        for direction, mamba, residual, out in (("fwd", block.mamba_fwd, z, acc), ("rev", block.mamba_rev, acc, z_next)):
+        for direction, mamba, residual, out in (("fwd", block.mamba_fwd, z, acc), ("rev", block.mamba_rev, acc, z)):
             source = f"mamba_blocks.{i}.mamba_{direction}"
             causal = direction == "fwd"
             _chunked_mamba(plan, f"block{i}_{direction}", "encoder", mamba, S, chunk, not causal,
@@ -128,7 +133,7 @@ def plan_chunked_head(model, plan, S: int, chunk: int) -> None:
     head = model.classifier
     plan.buffer("head_acc", (1, head.fc1.out_features), "state")
     _chunked_mamba(plan, "head", "head", head.mamba_1, S, chunk, False,
-                   lambda: HeadChunkPre(head), ("classifier.fc1", "classifier.mamba_1"), f"z{model.config.n_blocks}",
+                   lambda: HeadChunkPre(head), ("classifier.fc1", "classifier.mamba_1"), LATENT,
                    lambda: HeadChunkPost(head), ("classifier.mamba_1",),
                    lambda a, b: ({"acc_in": "head_acc"}, {"acc_out": "head_acc"}),
                    pre_kind="head_chunk_pre", post_kind="head_chunk_post", first_zero=("head_acc",))
@@ -141,12 +146,13 @@ def _chunked_mamba(plan, name: str, family: str, mamba: Mamba, S: int, chunk: in
                    pre_kind: str, post_kind: str | None = None, first_zero: tuple[str, ...] = ()) -> None:
     """The stages of one Mamba over its chunks: per chunk pre (once), scan (per token of the chunk),
     post (once). `pre`/`post` make the modules (only called for a chunk shape not yet exported);
-    `post_ports(a, b)` gives the post stage's extra inputs and its outputs for chunk [a, b)."""
+    `post_ports(a, b)` gives the post stage's extra inputs and its outputs for chunk [a, b).
+    Each chunk has buffers of its own (u, delta, B, C, gate, y: `<name>_<port>_c<k>`, k in run
+    order): each lives from its chunk's pre to its post only, so the memory planner lays the next
+    chunk's pre scratch over the last chunk's y, and RAM is what one chunk needs, not two."""
     n_full = min(chunk, S)
     widths = {"u": mamba.d_inner, "delta": mamba.d_inner, "B": mamba.d_state, "C": mamba.d_state,
               "gate": mamba.d_inner, "y": mamba.d_inner}
-    for port, width in widths.items():
-        plan.buffer(f"{name}_{port}", (n_full, width))
     context, state = f"{name}_conv_ctx", f"{name}_ssm_state"
     plan.buffer(context, (mamba.d_conv - 1, mamba.d_inner), "state")
     plan.buffer(state, (1, mamba.d_inner, mamba.d_state), "state")
@@ -154,22 +160,24 @@ def _chunked_mamba(plan, name: str, family: str, mamba: Mamba, S: int, chunk: in
     for index, (a, b) in enumerate(chunks(S, chunk, reverse)):
         n = b - a
         suffix = "" if n == n_full else "_tail"     # a last chunk of S mod C tokens: graphs of its own shape
-        rows = "" if n == n_full else f"[0:{n}]"
+        buf = {port: f"{name}_{port}_c{index}" for port in widths}
+        for port, width in widths.items():
+            plan.buffer(buf[port], (n, width))
         post_in, post_out = post_ports(a, b)
         first = index == 0
         pre_graph, scan_graph, post_graph = f"{name}_pre{suffix}", f"{name}_scan", f"{name}_post{suffix}"
         plan.stage(pre_graph, None if pre_graph in exported else pre(), pre_sources, "once",
                    {"x": f"{x}[{a}:{b}]", "conv_ctx": context},
-                   {**{port: f"{name}_{port}{rows}" for port in ("u", "delta", "B", "C", "gate")},
+                   {**{port: buf[port] for port in ("u", "delta", "B", "C", "gate")},
                     "conv_ctx_out": context},
                    zero=(context,) if first else (), kind=pre_kind)
         plan.stage(scan_graph, None if scan_graph in exported else ScanStep(mamba), (pre_sources[-1],),
                    "reverse" if reverse else "forward",
-                   {**{f"{port}_t": f"{name}_{port}[t]" for port in ("u", "delta", "B", "C")}, "ssm_state": state},
-                   {"y_t": f"{name}_y[t]", "ssm_state_out": state}, zero=(state,) if first else (),
+                   {**{f"{port}_t": f"{buf[port]}[t]" for port in ("u", "delta", "B", "C")}, "ssm_state": state},
+                   {"y_t": f"{buf['y']}[t]", "ssm_state_out": state}, zero=(state,) if first else (),
                    kind=f"{family}_scan", span=(0, n))
         plan.stage(post_graph, None if post_graph in exported else post(), post_sources, "once",
-                   {"y": f"{name}_y{rows}", "gate": f"{name}_gate{rows}", **post_in}, post_out,
+                   {"y": buf["y"], "gate": buf["gate"], **post_in}, post_out,
                    zero=first_zero if first else (), kind=post_kind or f"{family}_post")
         exported.update((pre_graph, scan_graph, post_graph))
 
