@@ -571,14 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "over the patches first, straight into the channel unification (no float window or "
                         "token buffer held); window: one graph over the whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
-    p.add_argument("--mamba-form", choices=list(MAMBA_FORMS), default="step",
-                   help="step (default): one graph per token with its conv and scan state (least RAM); window: "
+    p.add_argument("--mamba-form", choices=list(MAMBA_FORMS),
+                   help="chunk (default with --int8) or step (default otherwise); step: one graph per token with "
+                        "its conv and scan state (least RAM, token streaming); window: "
                         "each Mamba's projections over all tokens of the window (matrix-matrix GEMMs, only the "
                         "scan per token): fewer instructions, more RAM (README, Export); chunk: the window form "
                         "over chunks of --mamba-chunk tokens (GEMMs over a chunk, RAM that scales with the chunk). "
                         "Same model, same outputs")
-    p.add_argument("--mamba-chunk", type=_positive_int, default=DEFAULT_CHUNK, metavar="C",
-                   help=f"tokens per chunk in --mamba-form chunk (default {DEFAULT_CHUNK}, the GEMM tile)")
+    p.add_argument("--mamba-chunk", type=_positive_int, metavar="C",
+                   help=f"tokens per chunk in --mamba-form chunk (default {DEFAULT_CHUNK}: the int8 GEMM kernels' "
+                        f"per-MAC cost at about the step form's RAM)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
                         "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model); "
@@ -657,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
                      f"riscv), not --target {args.target}")
     _int8_precision_defaults(parser, args)
+    _mamba_form_defaults(parser, args)
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
@@ -679,6 +682,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lumamba-export: interrupted{reason}; {args.out} was not changed", file=sys.stderr)
         return 130
     return 0
+
+
+def _mamba_form_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--mamba-form: chunk for int8 firmware (fewer instructions at about the step form's RAM,
+    BENCHMARKS "Chunked window-form Mamba"), else step; --mamba-chunk only with the chunk form."""
+    if args.mamba_form is None:
+        args.mamba_form = "chunk" if args.int8 else "step"
+    if args.mamba_chunk is not None and args.mamba_form != "chunk":
+        parser.error(f"--mamba-chunk: only with --mamba-form chunk (the Mamba form is {args.mamba_form})")
+    if args.mamba_chunk is None:
+        args.mamba_chunk = DEFAULT_CHUNK
 
 
 def _int8_precision_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

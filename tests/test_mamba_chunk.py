@@ -165,6 +165,27 @@ def test_bad_chunk_option_names_the_option(value, capsys):
     assert f"--mamba-chunk: must be a positive integer, got {value!r}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, form, chunk", [
+    (["--target", "onnx"], "step", 4),
+    (["--target", "cortex-m"], "step", 4),
+    (["--target", "cortex-m", "--int8"], "chunk", 4),        # int8 firmware: the chunk form by default
+    (["--target", "cortex-m", "--int8", "--mamba-form", "step"], "step", 4),
+    (["--target", "host", "--mamba-form", "chunk", "--mamba-chunk", "8"], "chunk", 8),
+])
+def test_mamba_form_defaults(argv, form, chunk):
+    parser = cli.build_parser()
+    args = parser.parse_args(argv)
+    cli._mamba_form_defaults(parser, args)
+    assert (args.mamba_form, args.mamba_chunk) == (form, chunk)
+
+
+def test_chunk_option_without_the_chunk_form_is_rejected(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--target", "cortex-m", "--int8", "--mamba-form", "step", "--mamba-chunk", "8"])
+    assert e.value.code == 2
+    assert "--mamba-chunk: only with --mamba-form chunk (the Mamba form is step)" in capsys.readouterr().err
+
+
 def _replace_stage(manifest: Manifest, index: int, **changes) -> Manifest:
     import dataclasses
     schedule = list(manifest.schedule)

@@ -29,7 +29,7 @@ from .mamba_window import EncoderPost, MambaWindowPre, ScanStep, _OutProj
 from .step_modules import MambaHeadOut
 
 
-DEFAULT_CHUNK = 16     # the int8 GEMM micro-kernels' token tile
+DEFAULT_CHUNK = 4      # the int8 GEMM kernels reach their per-MAC cost at 4 tokens (BENCHMARKS, "Chunked")
 
 
 def check_chunk(chunk) -> int:
