@@ -297,7 +297,8 @@ def _stage_lines(index: int, stage: Stage, call: GraphCall, writer: _Writer, man
     count = "LUMAMBA_N_PATCHES" if b is None else f"{b - a}u"
     end = "LUMAMBA_N_PATCHES" if b is None else f"{b}u"
     lines.append(f"    for (step = 0u; step < {count}; ++step) {{")
-    lines.append(f"        t = {a}u + step;" if stage.loop == "forward" else f"        t = {end} - 1u - step;")
+    start = f"{a}u + step" if a else "step"
+    lines.append(f"        t = {start};" if stage.loop == "forward" else f"        t = {end} - 1u - step;")
     lines += writer.call(index, stage, call, "        ")
     return lines + ["    }"]
 
