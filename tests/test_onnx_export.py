@@ -115,7 +115,7 @@ def test_parity_with_pytorch_step_form(exports):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config,montage,n_samples", SLOW_CASES)
-@pytest.mark.parametrize("mamba_form", ["window", "step"])
+@pytest.mark.parametrize("mamba_form", ["window", "step", "chunk"])
 def test_parity_with_pytorch_grid(exports, config, montage, n_samples, mamba_form):
     model, names, out_dir, _ = exports(config, montage, n_samples, mamba_form=mamba_form)
     check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({mamba_form} form)")
