@@ -44,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lumamba.export.onnx.mamba_chunk import DEFAULT_CHUNK
 from lumamba.export.onnx.manifest import MAMBA_FORMS
 from lumamba.export.output_dir import (OutputDirError, check_output_dir, install, new_partial,
                                        remove_stale_partials, termination_as_interrupt)
@@ -88,6 +89,17 @@ class _Steps:
         if self.started is not None:
             print(f"      done in {time.perf_counter() - self.started:.1f} s", flush=True)
             self.started = None
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer (--mamba-chunk)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _warn(message: str) -> None:
@@ -229,7 +241,8 @@ def _export(args, model, channels, checkpoint, board, work: Path, steps: _Steps)
     steps(f"exporting recurrent-mode ONNX graphs ({len(channels)} channels, {args.n_samples} samples)")
     onnx_dir = work if board is None else work / ONNX_DIR
     manifest = export_onnx(model, channels, args.n_samples, onnx_dir, checkpoint=checkpoint,
-                           front_end=args.front_end, mamba_form=args.mamba_form)
+                           front_end=args.front_end, mamba_form=args.mamba_form,
+                           mamba_chunk=args.mamba_chunk)
     print(f"      {len(manifest.graphs)} graphs, {len(manifest.schedule)} stages, "
           f"{manifest.n_patches} tokens per window, Mamba in {args.mamba_form} form")
     if board is None:
@@ -558,10 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "over the patches first, straight into the channel unification (no float window or "
                         "token buffer held); window: one graph over the whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
-    p.add_argument("--mamba-form", choices=list(MAMBA_FORMS), default="step",
-                   help="step (default): one graph per token with its conv and scan state (least RAM); window: "
+    p.add_argument("--mamba-form", choices=list(MAMBA_FORMS),
+                   help="chunk (default with --int8) or step (default otherwise); step: one graph per token with "
+                        "its conv and scan state (least RAM, token streaming); window: "
                         "each Mamba's projections over all tokens of the window (matrix-matrix GEMMs, only the "
-                        "scan per token): fewer instructions, more RAM (README, Export). Same model, same outputs")
+                        "scan per token): fewer instructions, more RAM (README, Export); chunk: the window form "
+                        "over chunks of --mamba-chunk tokens (GEMMs over a chunk, RAM that scales with the chunk). "
+                        "Same model, same outputs")
+    p.add_argument("--mamba-chunk", type=_positive_int, metavar="C",
+                   help=f"tokens per chunk in --mamba-form chunk (default {DEFAULT_CHUNK}: the int8 GEMM kernels' "
+                        f"per-MAC cost at about the step form's RAM)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="run fixed windows on the board (QEMU) or natively and compare with onnxruntime "
                         "(max abs error <= 1e-4; with --int8: bit-identical to the int8 golden model); "
@@ -640,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--profile needs an emulated board with an instruction counter (cortex-m, cortex-m55, "
                      f"riscv), not --target {args.target}")
     _int8_precision_defaults(parser, args)
+    _mamba_form_defaults(parser, args)
     if args.verify is None:
         args.verify = TARGETS[args.target] is not None
     if args.out is None:
@@ -662,6 +682,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lumamba-export: interrupted{reason}; {args.out} was not changed", file=sys.stderr)
         return 130
     return 0
+
+
+def _mamba_form_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--mamba-form: chunk for int8 firmware (fewer instructions at about the step form's RAM,
+    BENCHMARKS "Chunked window-form Mamba"), else step; --mamba-chunk only with the chunk form."""
+    if args.mamba_form is None:
+        args.mamba_form = "chunk" if args.int8 else "step"
+    if args.mamba_chunk is not None and args.mamba_form != "chunk":
+        parser.error(f"--mamba-chunk: only with --mamba-form chunk (the Mamba form is {args.mamba_form})")
+    if args.mamba_chunk is None:
+        args.mamba_chunk = DEFAULT_CHUNK
 
 
 def _int8_precision_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

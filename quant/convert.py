@@ -35,7 +35,10 @@ _UNIFY = {"keys_norm": "cross_attn.keys_norm", "values_norm": "cross_attn.values
 # of the graph's sources, so a layer keeps the step form's name (e.g. classifier.mamba_1.out_proj).
 _WINDOW_MODULES = {"encoder_pre_fwd": ("norm", "mamba"), "encoder_pre_rev": ("norm", "mamba"),
                    "encoder_scan": ("mamba",), "encoder_post": ("mamba",),
-                   "head_pre": ("fc1", "mamba"), "head_scan": ("mamba",), "head_post": ("mamba", "fc3")}
+                   "head_pre": ("fc1", "mamba"), "head_scan": ("mamba",), "head_post": ("mamba", "fc3"),
+                   # the chunked form (mamba_chunk.py); its scan and encoder post are the window form's
+                   "encoder_chunk_pre_fwd": ("norm", "mamba"), "encoder_chunk_pre_rev": ("norm", "mamba"),
+                   "head_chunk_pre": ("fc1", "mamba"), "head_chunk_post": ("mamba",)}
 _WEIGHT_SUFFIX = re.compile(r"(\.weight|_weight)(\.folded\d*)?$")
 QUANTISABLE = ("Gemm", "MatMul", "Conv")
 

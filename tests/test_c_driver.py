@@ -21,9 +21,11 @@ from __future__ import annotations
 import ctypes
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -32,6 +34,7 @@ from lumamba.export.project.firmware_project import compile_model, write_project
 from lumamba.export.project.host_c_runner import load_host_c
 from lumamba.export.onnx.manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec
 from lumamba.export.onnx.exporter import structure_fingerprint
+from lumamba.export.onnx.schedule import run_schedule
 from lumamba.export.codegen.onnx_frontend import compile_onnx_to_c
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
 
@@ -451,3 +454,54 @@ def test_rejects_schedules_it_cannot_run(synthetic):
     wrong = dict(calls, hout=calls["hstep"])     # a compiled graph with other ports
     with pytest.raises(ValueError, match="graph 'hout'"):
         generate_driver(manifest, wrong)
+
+
+# --- spans and rows bindings (the chunked Mamba form) --------------------------------------------
+
+
+def make_chunked(graphs) -> tuple[dict[str, onnx.ModelProto], Manifest]:
+    """The synthetic model run in chunks, as the chunked Mamba form runs its stages: fwd over the
+    token spans [0, 2) then [2, 5), rev over [2, 5) then [0, 2) (the same graphs, the state carried),
+    and the head per chunk of z2 rows (rows bindings [0, 3) and [3, 5), one graph per chunk shape):
+    acc += sum over the chunk's rows of relu(z2 @ Wq), which is hstep's sum over t."""
+    node = helper.make_node
+    wq = {"Wq": numpy_helper.to_array(graphs["hstep"].graph.initializer[0]), "axes": np.array([0], np.int64)}
+    chunked = {k: v for k, v in graphs.items() if k != "hstep"}
+    for n in (3, 2):
+        chunked[f"hchunk{n}"] = _model(f"hchunk{n}", [node("MatMul", ["z", "Wq"], ["q"]), node("Relu", ["q"], ["r"]),
+                                                      node("ReduceSum", ["r", "axes"], ["s"], keepdims=1),
+                                                      node("Add", ["acc_in", "s"], ["acc_out"])],
+                                       [("z", (n, D)), ("acc_in", (1, D))], [("acc_out", (1, D))], wq)
+    base = make_manifest(graphs)
+    embed, fwd, rev, _, hout = base.schedule
+    schedule = (embed, replace(fwd, span=(0, 2)), replace(fwd, span=(2, 5), zero=()),
+                replace(rev, span=(2, 5)), replace(rev, span=(0, 2), zero=()),
+                Stage("hchunk3", "once", (Binding("z", "z2", rows=(0, 3)), Binding("acc_in", "acc")),
+                      (Binding("acc_out", "acc"),), ("acc",)),
+                Stage("hchunk2", "once", (Binding("z", "z2", rows=(3, 5)), Binding("acc_in", "acc")),
+                      (Binding("acc_out", "acc"),)),
+                hout)
+    manifest = replace(base, graphs=tuple(graph_spec(n, m) for n, m in chunked.items()), schedule=schedule)
+    manifest.validate()
+    return chunked, manifest
+
+
+def test_spans_and_rows_bindings_match_numpy(synthetic, tmp_path):
+    """A loop over a span of the tokens continues from the state the span before left (the same
+    graph in several stages), and a rows binding passes rows [a, b) of a buffer: the chunked
+    schedule computes the same model, in the C driver and in the host interpreter."""
+    weights, graphs, _ = synthetic
+    chunked, manifest = make_chunked(graphs)
+    write_driver_project(tmp_path, manifest, chunked)
+    x = windows()
+    got = load_host_c(tmp_path)(x)
+    want = np.stack([reference(weights, w) for w in x])
+    assert float(np.abs(got - want).max()) <= TOL
+    sessions = {n: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                for n, m in chunked.items()}
+    host = run_schedule(manifest, x[0], lambda name, feeds: dict(zip(
+        [o.name for o in sessions[name].get_outputs()], sessions[name].run(None, feeds))))
+    assert float(np.abs(host["logits"][0] - want[0]).max()) <= TOL
+    model_c = generate_driver(manifest, {n: GraphCall(f"g_{n}", compile_onnx_to_c(m, f"g_{n}"))
+                                         for n, m in chunked.items()})["model.c"]
+    assert "for t = 2 .. 4" in model_c and "t = 5u - 1u - step;" in model_c

@@ -87,10 +87,10 @@ def test_head_is_the_models_mamba_head(dtype, atol):
 
 def test_bad_mamba_form_is_rejected(tmp_path, capsys):
     model = make_model("micro")
-    with pytest.raises(ValueError, match="mamba_form must be one of 'window', 'step', got 'windows'"):
+    with pytest.raises(ValueError, match="mamba_form must be one of 'window', 'step', 'chunk', got 'windows'"):
         export_onnx(model, list(MONTAGES["tcp22"]), 640, tmp_path, mamba_form="windows")
     assert not list(tmp_path.iterdir())
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["--target", "onnx", "--mamba-form", "chunk"])
-    assert "--mamba-form: invalid choice: 'chunk' (choose from 'window', 'step')" in capsys.readouterr().err
-    assert cli.build_parser().parse_args(["--target", "onnx"]).mamba_form == "step"
+        cli.build_parser().parse_args(["--target", "onnx", "--mamba-form", "chunks"])
+    assert "--mamba-form: invalid choice: 'chunks' (choose from 'window', 'step', 'chunk')" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["--target", "onnx"]).mamba_form is None   # chosen in main (test_mamba_chunk)

@@ -115,7 +115,7 @@ def test_parity_with_pytorch_step_form(exports):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config,montage,n_samples", SLOW_CASES)
-@pytest.mark.parametrize("mamba_form", ["window", "step"])
+@pytest.mark.parametrize("mamba_form", ["window", "step", "chunk"])
 def test_parity_with_pytorch_grid(exports, config, montage, n_samples, mamba_form):
     model, names, out_dir, _ = exports(config, montage, n_samples, mamba_form=mamba_form)
     check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({mamba_form} form)")
@@ -356,8 +356,11 @@ def test_manifest_records_the_form(exports, tmp_path):
     assert manifest.mamba_form == "window" and Manifest.load(out_dir).mamba_form == "window"
     d = json.loads((out_dir / "manifest.json").read_text())
     assert Manifest.from_dict({k: v for k, v in d.items() if k != "mamba_form"}).mamba_form == "step"
-    (tmp_path / "manifest.json").write_text(json.dumps({**d, "mamba_form": "chunk"}))
-    with pytest.raises(ValueError, match="manifest.json: mamba_form must be one of 'window', 'step', got 'chunk'"):
+    (tmp_path / "manifest.json").write_text(json.dumps({**d, "mamba_form": "chunks"}))
+    with pytest.raises(ValueError, match="manifest.json: mamba_form must be one of 'window', 'step', 'chunk', got 'chunks'"):
+        Manifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({**d, "mamba_form": "chunk"}))   # without its mamba_chunk
+    with pytest.raises(ValueError, match="manifest.json: mamba_chunk must be a positive integer in the chunk"):
         Manifest.load(tmp_path)
 
 

@@ -3,7 +3,7 @@ and RAM, and host latency.
 
     .venv/bin/python tools/bench_export.py [--configs micro,small] [--tiny] [--boards ...]
                                            [--montage tcp22] [--n-samples 1280] [--out DIR]
-                                           [--mamba-form window|step]
+                                           [--mamba-form window|step|chunk [--mamba-chunk 8]]
                                            [--int8 [--compare] [--calib-data SRC] [--calib-windows 8]]
 
 Per config the model is exported once to ONNX, compiled once per precision, then built, run and
@@ -57,6 +57,7 @@ from lumamba.export.project.firmware_project import ONNX_DIR, compile_model, wri
 from lumamba.export.project.host_c_runner import load_host_c
 from lumamba.export.project.int8_project import INT8_DIR, compile_int8_model, write_int8_project
 from lumamba.export.project.kernel_profile import profile_project
+from lumamba.export.onnx.mamba_chunk import DEFAULT_CHUNK
 from lumamba.export.onnx.manifest import MAMBA_FORMS, Manifest
 from lumamba.export.project.memory_report import memory_report
 from lumamba.export.onnx.exporter import export_onnx
@@ -114,7 +115,8 @@ def export_config(name: str, args, log) -> Export:
     channels = load_montage(args.montage)
     root = Path(args.out) / name
     log(f"{name}: ONNX export")
-    manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR, mamba_form=args.mamba_form)
+    manifest = export_onnx(model, channels, args.n_samples, root / ONNX_DIR, mamba_form=args.mamba_form,
+                           mamba_chunk=args.mamba_chunk)
     return Export(name, model, channels, root, root / ONNX_DIR, manifest,
                   fixed_windows(manifest.n_channels, manifest.n_samples),
                   deployed_macs(model.config, len(channels), args.n_samples, model.n_classes))
@@ -349,6 +351,8 @@ def main(argv=None) -> int:
     p.add_argument("--montage", default="tcp22")
     p.add_argument("--mamba-form", choices=MAMBA_FORMS, default="step",
                    help="how the Mamba blocks are exported (lumamba-export --mamba-form; default step)")
+    p.add_argument("--mamba-chunk", type=int, default=DEFAULT_CHUNK,
+                   help=f"tokens per chunk with --mamba-form chunk (lumamba-export --mamba-chunk; default {DEFAULT_CHUNK})")
     p.add_argument("--n-samples", type=int, default=1280)
     p.add_argument("--repeats", type=int, default=5, help="host timing repeats per backend")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per QEMU run")

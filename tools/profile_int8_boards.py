@@ -25,7 +25,7 @@ def qconv_macs(golden) -> int:
     total = 0
     for name, executor in golden.executors.items():
         graph = executor.graph
-        calls = sum(1 if st.loop == "once" else manifest.n_patches for st in manifest.schedule if st.graph == name)
+        calls = sum(len(st.steps(manifest.n_patches)) for st in manifest.schedule if st.graph == name)
         for node in graph.nodes:
             if node.op != "qconv":
                 continue
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"board": name, "form": board.int8_gemm, "bit_exact": True,
                      "instructions_per_window": float(np.mean(verification.insns)),
                      "profiled_instructions_per_window": profile.instructions_per_window,
+                     "gemm_instructions_per_mac": profile.gemm_instructions_per_mac(),
+                     "graph_instructions_per_window": {g: round(n) for g, n in profile.graphs().items()},
                      "qconv_instructions_per_window": conv, "qconv_macs_per_window": conv_macs,
                      "qconv_instructions_per_mac": conv / conv_macs if conv_macs else None,
                      "qconv_kernels": {k.symbol: round(k.instructions) for k in profile.kernels

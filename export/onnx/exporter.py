@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from lumamba.model import LuMamba
 from lumamba.normalise import spec as normalisation_spec
 
 from .frontend_stream import plan_streamed_frontend
+from .mamba_chunk import LATENT, DEFAULT_CHUNK, check_chunk, plan_chunked_blocks, plan_chunked_head
 from .mamba_window import EncoderPost, EncoderPre, HeadPost, HeadPre, ScanStep
 from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec, check_mamba_form
 from .step_modules import EncoderStep, Frontend, HeadStep, LinearHeadOut, MambaHeadOut, Unify
@@ -39,6 +41,7 @@ IR_VERSION = 10
 # onnxscript's default stops at 8192 elements, which would leave weight transposes in tiny's graphs.
 _FOLD_LIMIT = 1 << 26
 _FOLDED_SUFFIX = ".folded"
+_ROWS = re.compile(r"(.+)\[(\d+):(\d+)\]")
 
 
 @dataclass
@@ -55,7 +58,8 @@ class _Graph:
 
 class _Plan:
     """Buffers, graphs and stages, added in schedule order. Bindings are written "buf" (the whole
-    buffer), "buf[t]" (row t of it, inside a loop) or "buf[patch t]" (patch t of the input window)."""
+    buffer), "buf[t]" (row t of it, inside a loop), "buf[a:b]" (its rows a..b-1) or "buf[patch t]"
+    (patch t of the input window)."""
 
     def __init__(self, patch_size: int):
         self.patch_size = patch_size
@@ -66,18 +70,27 @@ class _Plan:
     def buffer(self, name: str, shape: tuple[int, ...], kind: str = "activation") -> None:
         self.buffers[name] = BufferSpec(name, tuple(int(n) for n in shape), kind)
 
-    def stage(self, name: str, module: torch.nn.Module, sources: tuple[str, ...], loop: str,
-              inputs: dict[str, str], outputs: dict[str, str], zero: tuple[str, ...] = (), kind: str | None = None):
-        """One graph and the stage that runs it; example inputs take their shapes from the bindings."""
+    def stage(self, name: str, module: torch.nn.Module | None, sources: tuple[str, ...], loop: str,
+              inputs: dict[str, str], outputs: dict[str, str], zero: tuple[str, ...] = (), kind: str | None = None,
+              span: tuple[int, int] | None = None):
+        """One graph and the stage that runs it; example inputs take their shapes from the bindings.
+        `module` None: one more stage of the graph `name` added before (the chunked Mamba form)."""
         ins, outs = self._bind(inputs), self._bind(outputs)
+        if module is None:
+            if not any(g.name == name for g in self.graphs):
+                raise ValueError(f"stage {name!r} reuses a graph that was not added")
+            self.stages.append(Stage(name, loop, ins, outs, zero, span))
+            return
         examples = {}
         for b in ins:   # values do not matter: they only fix shapes for the exporter
             shape = self.buffers[b.buffer].shape
             if b.patch:   # (1, C, T) -> patch (1, C, P)
                 shape = (1, shape[1], self.patch_size)
+            if b.rows is not None:
+                shape = (b.rows[1] - b.rows[0], *shape[1:])
             examples[b.port] = torch.randn((1, *shape[1:]) if b.row else shape)
         self.graphs.append(_Graph(name, kind or name, module, examples, tuple(b.port for b in outs), sources))
-        self.stages.append(Stage(name, loop, ins, outs, zero))
+        self.stages.append(Stage(name, loop, ins, outs, zero, span))
 
     def mamba_stage(self, name: str, kind: str, module: torch.nn.Module, mamba, sources: tuple[str, ...],
                     loop: str, inputs: dict[str, str], outputs: dict[str, str], zero: tuple[str, ...] = ()):
@@ -95,6 +108,9 @@ class _Plan:
         def bind(port: str, ref: str) -> Binding:
             if ref.endswith("[patch t]"):
                 return Binding(port, ref[:-len("[patch t]")], patch=True)
+            rows = _ROWS.fullmatch(ref)
+            if rows:
+                return Binding(port, rows[1], rows=(int(rows[2]), int(rows[3])))
             return Binding(port, ref[:-3], True) if ref.endswith("[t]") else Binding(port, ref)
         return tuple(bind(port, ref) for port, ref in ports.items())
 
@@ -104,14 +120,16 @@ FRONT_ENDS = ("streamed", "window")
 
 def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, out_dir: str | os.PathLike,
                 checkpoint: str | os.PathLike | None = None, front_end: str = "streamed",
-                mamba_form: str = "step") -> Manifest:
+                mamba_form: str = "step", mamba_chunk: int = DEFAULT_CHUNK) -> Manifest:
     """Export `model` for one montage (`channel_names`, in the order of the input's channels) and
     one window length `n_samples` to `out_dir` (created; existing graph files are overwritten).
 
     `mamba_form` is how each Mamba (encoder directions, Mamba head) is cut into graphs: "window"
     (projections over all tokens of the window, only the scan per token; `mamba_window.py`) or
-    "step" (default: one graph per token with the conv and scan state; the least RAM). Both compute
-    the same model; it is recorded as `manifest.mamba_form`.
+    "step" (default: one graph per token with the conv and scan state; the least RAM). "chunk": the window form's stages per chunk of
+    `mamba_chunk` tokens (`mamba_chunk.py`: the projections reuse each weight over a chunk; RAM
+    scales with the chunk, not the window). All compute the same model; the form is recorded as
+    `manifest.mamba_form` (and the chunk as `manifest.mamba_chunk`).
 
     `checkpoint`, if given, is recorded in the manifest (path and SHA-256) as the weights' origin;
     the model's input normalisation (`model.preprocess`, from the checkpoint; z-score when unset)
@@ -136,6 +154,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError("export needs a float32 model on the CPU: call model.cpu().float() first")
     check_mamba_form(mamba_form)
+    check_chunk(mamba_chunk)
     checkpoint_info = _checkpoint_info(checkpoint) if checkpoint is not None else None
 
     was_training = model.training
@@ -144,7 +163,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         with torch.no_grad():
             # raises ChannelError naming any channel that cannot be placed
             position_embedding = model.position_embedding([names], torch.device("cpu"))[0]
-        plan = _plan(model, position_embedding, n_samples, front_end, mamba_form)
+        plan = _plan(model, position_embedding, n_samples, front_end, mamba_form, mamba_chunk)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         specs = _export_graphs(plan.graphs, out)
@@ -155,9 +174,10 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
         config=config.to_dict(), n_classes=model.n_classes, channel_names=tuple(names),
         n_samples=n_samples, n_patches=n_samples // config.patch_size,
         graphs=specs, buffers=tuple(plan.buffers.values()), schedule=tuple(plan.stages),
-        input_buffer="window", latent_buffer=f"z{config.n_blocks}",
+        input_buffer="window", latent_buffer=LATENT if mamba_form == "chunk" else f"z{config.n_blocks}",
         logits_buffer="logits" if model.n_classes else None,
         opset=OPSET, ir_version=IR_VERSION, checkpoint=checkpoint_info, mamba_form=mamba_form,
+        mamba_chunk=mamba_chunk if mamba_form == "chunk" else None,
         preprocess=dict(getattr(model, "preprocess", None) or normalisation_spec()),
         producer={"torch": torch.__version__, "onnx": onnx.__version__, "lumamba": _lumamba_version()},
     )
@@ -167,7 +187,7 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
 
 
 def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, front_end: str = "streamed",
-          mamba_form: str = "step") -> _Plan:
+          mamba_form: str = "step", mamba_chunk: int = DEFAULT_CHUNK) -> _Plan:
     """The graphs, buffers and schedule of one montage and window length."""
     c = model.config
     C, S, d = position_embedding.shape[0], n_samples // c.patch_size, c.d_model
@@ -184,7 +204,9 @@ def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, fron
         plan.stage("unify", Unify(model.cross_attn), ("cross_attn",),
                    "forward", {"tokens_t": "tokens[t]"}, {"latent_t": "z0[t]"})
 
-    if mamba_form == "window":
+    if mamba_form == "chunk":
+        plan_chunked_blocks(model, plan, S, mamba_chunk)
+    elif mamba_form == "window":
         _window_blocks(model, plan, S)
     else:
         # block i, forward:  acc_i[t]     = z_i[t]   + Mamba_fwd(LN(z_i))[t],  t = 0..S-1
@@ -202,9 +224,11 @@ def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, fron
 
     if not model.n_classes:
         return plan
-    z, head = f"z{c.n_blocks}", model.classifier
+    z, head = LATENT if mamba_form == "chunk" else f"z{c.n_blocks}", model.classifier
     plan.buffer("logits", (1, model.n_classes), "output")
-    if c.head == "mamba" and mamba_form == "window":
+    if c.head == "mamba" and mamba_form == "chunk":
+        plan_chunked_head(model, plan, S, mamba_chunk)
+    elif c.head == "mamba" and mamba_form == "window":
         _window_head(model, plan, S)
     elif c.head == "mamba":
         # head_acc = sum_t Mamba_head(GELU(fc1(z_t))), then logits = fc3(head_acc / S)

@@ -11,6 +11,10 @@ runner, the generated C driver) runs the same loop:
             run stage.graph; store each output port in its buffer (or row t)
 
 A row binding reads or writes `buffer[t]` (axis 0); the port's shape is (1, *buffer.shape[1:]).
+A rows binding reads or writes the rows [a, b) of a buffer (`Binding.rows`), in any loop; the
+port's shape is (b - a, *buffer.shape[1:]). A stage with a `span` (a, b) loops over t = a..b-1
+(forward) or b-1..a (reverse) instead of all S tokens: with rows bindings, this runs a Mamba chunk
+by chunk (the "chunk" Mamba form, `mamba_chunk`).
 A patch binding (inputs only) reads patch t of the input window (1, C, T): the C rows x P samples
 at column t*P, P = T / S; the port's shape is (1, C, P). It lets a per-patch graph stream the
 window, so that an executor never needs the whole float window at once (the firmware normalises
@@ -34,8 +38,9 @@ MANIFEST_NAME = "manifest.json"
 LOOPS = ("once", "forward", "reverse")
 BUFFER_KINDS = ("input", "activation", "state", "output")
 # How each Mamba is cut into graphs (exporter `mamba_form`): "window" = <name>_pre over all tokens,
-# <name>_scan per token, <name>_post over all tokens; "step" = one graph per token with its state.
-MAMBA_FORMS = ("window", "step")
+# <name>_scan per token, <name>_post over all tokens; "step" = one graph per token with its state;
+# "chunk" = the window form's stages per chunk of `mamba_chunk` tokens (`mamba_chunk.py`).
+MAMBA_FORMS = ("window", "step", "chunk")
 
 
 # Names in a manifest: plain identifiers-with-punctuation, no spaces, quotes, slashes or '*'.
@@ -58,6 +63,11 @@ def _check_shape(what: str, shape) -> None:
         n *= d
     if n > MAX_ELEMENTS:
         raise ValueError(f"{what}: shape {shape!r} has {n:,} elements, more than {MAX_ELEMENTS:,}")
+
+
+def _pair(value):
+    """A JSON [a, b] as a tuple (None stays None; anything else is left to validate to reject)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def check_mamba_form(mamba_form) -> str:
@@ -84,7 +94,9 @@ class GraphSpec:
     kind: str                  # frontend | unify | frontend_stats<k> | frontend_combine | frontend_patch |
                                # encoder_step | head_step | head_out, and in the window Mamba form
                                # encoder_pre_fwd | encoder_pre_rev | encoder_scan | encoder_post |
-                               # head_pre | head_scan | head_post
+                               # head_pre | head_scan | head_post; in the chunk form encoder_chunk_pre_fwd |
+                               # encoder_chunk_pre_rev | head_chunk_pre | head_chunk_post (+ the scans,
+                               # encoder_post and head_out)
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     sources: tuple[str, ...]   # state-dict prefixes of the modules its weights come from
@@ -104,23 +116,33 @@ class BufferSpec:
 @dataclass(frozen=True)
 class Binding:
     """Graph port <-> buffer; `row` selects row t of the buffer inside a loop, `patch` patch t of the
-    input window (C rows x P samples at column t*P)."""
+    input window (C rows x P samples at column t*P), `rows` the fixed rows [a, b) of the buffer."""
 
     port: str
     buffer: str
     row: bool = False
     patch: bool = False
+    rows: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class Stage:
-    """Run `graph` once, or for t = 0..S-1 (forward), or t = S-1..0 (reverse)."""
+    """Run `graph` once, or for t = 0..S-1 (forward), or t = S-1..0 (reverse); with a `span`
+    (a, b), t = a..b-1 or b-1..a."""
 
     graph: str
     loop: str
     inputs: tuple[Binding, ...]
     outputs: tuple[Binding, ...]
     zero: tuple[str, ...] = ()
+    span: tuple[int, int] | None = None
+
+    def steps(self, n_patches: int) -> range | list[None]:
+        """The values of t, in order ([None] for a stage run once)."""
+        if self.loop == "once":
+            return [None]
+        a, b = self.span if self.span is not None else (0, n_patches)
+        return range(a, b) if self.loop == "forward" else range(b - 1, a - 1, -1)
 
 
 @dataclass
@@ -142,6 +164,7 @@ class Manifest:
     ir_version: int
     checkpoint: dict | None = None     # {"path", "sha256"} of the weights, when exported from a file
     mamba_form: str = "step"           # MAMBA_FORMS; manifests written before it was recorded are "step"
+    mamba_chunk: int | None = None     # tokens per chunk in the "chunk" form, else None
     # How the model's input windows are normalised (lumamba.normalise.spec, from the checkpoint's
     # lumamba_preprocess); the firmware applies the same method in lumamba_infer_counts().
     # Manifests written before it was recorded were z-scored.
@@ -184,6 +207,10 @@ class Manifest:
                 raise ValueError(f"{what} must be an integer in [{least}, {MAX_DIM}], got {value!r}")
         check_spec(self.preprocess, "preprocess")
         check_mamba_form(self.mamba_form)
+        if (self.mamba_chunk is None) != (self.mamba_form != "chunk") or not (
+                self.mamba_chunk is None or (type(self.mamba_chunk) is int and 0 < self.mamba_chunk <= MAX_DIM)):
+            raise ValueError(f"mamba_chunk must be a positive integer in the chunk Mamba form and absent otherwise, "
+                             f"got {self.mamba_chunk!r} with mamba_form {self.mamba_form!r}")
         if not self.channel_names:
             raise ValueError("channel_names is empty")
         for name in self.channel_names:
@@ -222,6 +249,7 @@ class Manifest:
                 raise ValueError(f"{where}: unknown graph")
             if stage.loop not in LOOPS:
                 raise ValueError(f"{where}: loop {stage.loop!r} is not one of {LOOPS}")
+            self._check_span(where, stage)
             g = graphs[stage.graph]
             for ports, bindings, what in ((g.inputs, stage.inputs, "input"), (g.outputs, stage.outputs, "output")):
                 shapes = {p.name: p.shape for p in ports}
@@ -237,15 +265,40 @@ class Manifest:
                     expected = (1, *shape[1:]) if b.row else shape
                     if b.patch:
                         expected = self._check_patch_binding(where, b, what)
-                    if b.row and shape[0] != self.n_patches:
+                    if b.rows is not None:
+                        expected = self._check_rows_binding(where, b, shape)
+                    # t runs over the span (else all S tokens): row t must exist, and a full loop
+                    # reads every row
+                    last = stage.span[1] if stage.span is not None else self.n_patches
+                    if b.row and (shape[0] < last if stage.span is not None else shape[0] != self.n_patches):
                         raise ValueError(f"{where}: row binding {b.port!r} to {b.buffer!r} of {shape[0]} rows, "
-                                         f"not S={self.n_patches}")
+                                         f"not {'at least ' if stage.span is not None else ''}S={last}")
                     if tuple(shapes[b.port]) != tuple(expected):
                         raise ValueError(f"{where}: port {b.port!r} has shape {tuple(shapes[b.port])} but "
                                          f"buffer {b.buffer!r} gives {tuple(expected)}")
             for name in stage.zero:
                 if buffers.get(name) is None or buffers[name].kind != "state":
                     raise ValueError(f"{where}: zeroes {name!r}, which is not a state buffer")
+
+    def _check_span(self, where: str, stage: Stage) -> None:
+        """A span is a non-empty token range of a loop stage, within the window's S tokens."""
+        if stage.span is None:
+            return
+        span = stage.span
+        if stage.loop == "once" or not isinstance(span, tuple) or len(span) != 2 or not all(type(v) is int for v in span) \
+                or not 0 <= span[0] < span[1] <= self.n_patches:
+            raise ValueError(f"{where}: span {span!r} must be a range (a, b), 0 <= a < b <= S={self.n_patches}, "
+                             f"of a forward or reverse loop (loop {stage.loop!r})")
+
+    @staticmethod
+    def _check_rows_binding(where: str, b: Binding, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The port shape (b - a, ...) of a rows binding [a, b), which must lie in the buffer."""
+        rows = b.rows
+        if b.row or b.patch or not isinstance(rows, tuple) or len(rows) != 2 or not all(type(v) is int for v in rows) \
+                or not 0 <= rows[0] < rows[1] <= shape[0]:
+            raise ValueError(f"{where}: rows binding {b.port!r} to {b.buffer!r}: rows {rows!r} must be a range "
+                             f"(a, b), 0 <= a < b <= {shape[0]}, and not also a row or patch binding")
+        return (rows[1] - rows[0], *shape[1:])
 
     def _check_patch_binding(self, where: str, b: Binding, what: str) -> tuple[int, ...]:
         """The port shape (1, C, P) of a patch binding, which must read the input window."""
@@ -279,14 +332,14 @@ class Manifest:
             return tuple(TensorSpec(t["name"], tuple(t["shape"])) for t in items)
 
         def bindings(items):
-            return tuple(Binding(**b) for b in items)
+            return tuple(Binding(**{**b, "rows": _pair(b.get("rows"))}) for b in items)
 
         d["channel_names"] = tuple(d["channel_names"])
         d["graphs"] = tuple(GraphSpec(**{**g, "inputs": tensors(g["inputs"]), "outputs": tensors(g["outputs"]),
                                          "sources": tuple(g["sources"])}) for g in d["graphs"])
         d["buffers"] = tuple(BufferSpec(b["name"], tuple(b["shape"]), b["kind"]) for b in d["buffers"])
         d["schedule"] = tuple(Stage(s["graph"], s["loop"], bindings(s["inputs"]), bindings(s["outputs"]),
-                                    tuple(s["zero"])) for s in d["schedule"])
+                                    tuple(s["zero"]), _pair(s.get("span"))) for s in d["schedule"])
         manifest = cls(**d)
         manifest.validate()
         return manifest

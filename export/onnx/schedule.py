@@ -3,8 +3,8 @@
 check of the windows they are given.
 
 See `manifest` for the semantics: buffers start as zeros, each stage runs its graph once or
-once per token (forward or reverse), reading and writing whole buffers or one row per token, or
-reading patch t of the input window.
+once per token (forward or reverse, over all tokens or a span), reading and writing whole buffers,
+fixed rows of them, or one row per token, or reading patch t of the input window.
 """
 from __future__ import annotations
 
@@ -24,23 +24,26 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
     Feeds are copies, so a caller may keep them after the buffers change."""
     buffers = {b.name: np.zeros(b.shape, dtype=np.float32) for b in manifest.buffers}
     buffers[manifest.input_buffer][...] = window
-    steps = {"once": [None], "forward": range(manifest.n_patches), "reverse": range(manifest.n_patches - 1, -1, -1)}
     P = manifest.n_samples // manifest.n_patches
 
     def read(b, t):
         if b.patch:
             return buffers[b.buffer][:, :, t * P:(t + 1) * P]
+        if b.rows is not None:
+            return buffers[b.buffer][b.rows[0]:b.rows[1]]
         return buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer]
 
     for stage in manifest.schedule:
         for name in stage.zero:
             buffers[name].fill(0.0)
-        for t in steps[stage.loop]:
+        for t in stage.steps(manifest.n_patches):
             feeds = {b.port: np.ascontiguousarray(read(b, t)).copy() for b in stage.inputs}
             results = run_graph(stage.graph, feeds)
             for b in stage.outputs:
                 if b.row:
                     buffers[b.buffer][t] = results[b.port][0]
+                elif b.rows is not None:
+                    buffers[b.buffer][b.rows[0]:b.rows[1]] = results[b.port]
                 else:
                     buffers[b.buffer][...] = results[b.port]
     return buffers

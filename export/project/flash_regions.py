@@ -69,7 +69,9 @@ def graph_runs(manifest_path: str | Path) -> dict[str, int]:
     per_loop = {"once": 1, "forward": int(manifest["n_patches"]), "reverse": int(manifest["n_patches"])}
     runs: dict[str, int] = {}
     for stage in manifest["schedule"]:
-        runs[stage["graph"]] = runs.get(stage["graph"], 0) + per_loop.get(stage["loop"], 1)
+        span = stage.get("span")      # a loop over tokens a..b-1 only (the chunked Mamba form)
+        n = span[1] - span[0] if span and stage["loop"] != "once" else per_loop.get(stage["loop"], 1)
+        runs[stage["graph"]] = runs.get(stage["graph"], 0) + n
     return runs
 
 

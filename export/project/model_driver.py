@@ -125,8 +125,8 @@ def _patch_stages(manifest: Manifest) -> list[int]:
 
 def _ping_pong(stage: Stage) -> set[str]:
     """Buffers the stage reads and writes whole: these need two copies."""
-    read = {b.buffer for b in stage.inputs if not b.row}
-    return {b.buffer for b in stage.outputs if not b.row and b.buffer in read}
+    read = {b.buffer for b in stage.inputs if not b.row and b.rows is None}
+    return {b.buffer for b in stage.outputs if not b.row and b.rows is None and b.buffer in read}
 
 
 def _check_schedule(manifest: Manifest) -> None:
@@ -150,7 +150,7 @@ def _check_schedule(manifest: Manifest) -> None:
         pairs = _ping_pong(stage)
         for b in stage.outputs:
             readers = [r for r in stage.inputs if r.buffer == b.buffer]
-            if readers and (b.row or any(r.row for r in readers)):
+            if readers and (b.row or b.rows is not None or any(r.row or r.rows is not None for r in readers)):
                 raise ValueError(f"{where} reads and writes rows of buffer {b.buffer!r}: input and output "
                                  "would alias; only whole-buffer state can be double-buffered")
             if b.buffer in pairs and b.buffer in _external(manifest):
@@ -256,9 +256,11 @@ class _Writer:
             base = _buffer_ident(binding.buffer)
             if output and binding.buffer in _ping_pong(stage):
                 base += "_next"
+        row = int(np.prod(m.buffer(binding.buffer).shape[1:], dtype=np.int64))
+        if binding.rows is not None:
+            return f"{base} + {binding.rows[0] * row}u" if binding.rows[0] else base
         if not binding.row:
             return base
-        row = int(np.prod(m.buffer(binding.buffer).shape[1:], dtype=np.int64))
         return f"{base} + t * {row}u"
 
     def call(self, index: int, stage: Stage, call: GraphCall, indent: str) -> list[str]:
@@ -284,14 +286,19 @@ class _Writer:
 
 
 def _stage_lines(index: int, stage: Stage, call: GraphCall, writer: _Writer, manifest: Manifest) -> list[str]:
-    loops = {"once": "once", "forward": "for t = 0 .. S-1", "reverse": "for t = S-1 .. 0"}
+    a, b = stage.span if stage.span is not None else (0, None)
+    last = "S-1" if b is None else str(b - 1)
+    loops = {"once": "once", "forward": f"for t = {a} .. {last}", "reverse": f"for t = {last} .. {a}"}
     lines = [f"    /* stage {index}: {stage.graph} ({call.function}_run), {loops[stage.loop]} */"]
     for name in stage.zero:
         lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(manifest.buffer(name).shape)}u);")
     if stage.loop == "once":
         return lines + writer.call(index, stage, call, "    ")
-    lines.append("    for (step = 0u; step < LUMAMBA_N_PATCHES; ++step) {")
-    lines.append("        t = step;" if stage.loop == "forward" else "        t = LUMAMBA_N_PATCHES - 1u - step;")
+    count = "LUMAMBA_N_PATCHES" if b is None else f"{b - a}u"
+    end = "LUMAMBA_N_PATCHES" if b is None else f"{b}u"
+    lines.append(f"    for (step = 0u; step < {count}; ++step) {{")
+    start = f"{a}u + step" if a else "step"
+    lines.append(f"        t = {start};" if stage.loop == "forward" else f"        t = {end} - 1u - step;")
     lines += writer.call(index, stage, call, "        ")
     return lines + ["    }"]
 
