@@ -553,10 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"channel names (default {DEFAULT_MONTAGE})")
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"samples per channel and window, a multiple of the patch size (default {DEFAULT_N_SAMPLES})")
-    p.add_argument("--front-end", choices=["streamed", "window"], default="streamed",
+    p.add_argument("--front-end", choices=["streamed", "stored", "window"], default="streamed",
                    help="streamed (default): the front end one patch at a time, GroupNorm statistics in passes "
                         "over the patches first, straight into the channel unification (no float window or "
-                        "token buffer held); window: one graph over the whole window (more RAM)")
+                        "token buffer held); stored: each patch conv once, its outputs kept for the window "
+                        "(fewer instructions, two float32 (S, C, E) buffers of RAM); window: one graph over the "
+                        "whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
     p.add_argument("--mamba-form", choices=list(MAMBA_FORMS), default="step",
                    help="step (default): one graph per token with its conv and scan state (least RAM); window: "

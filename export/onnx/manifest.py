@@ -82,6 +82,7 @@ class GraphSpec:
     name: str
     file: str
     kind: str                  # frontend | unify | frontend_stats<k> | frontend_combine | frontend_patch |
+                               # frontend_conv<k> | frontend_stored (front_end="stored") |
                                # encoder_step | head_step | head_out, and in the window Mamba form
                                # encoder_pre_fwd | encoder_pre_rev | encoder_scan | encoder_post |
                                # head_pre | head_scan | head_post
