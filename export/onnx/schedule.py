@@ -4,7 +4,8 @@ check of the windows they are given.
 
 See `manifest` for the semantics: buffers start as zeros, each stage runs its graph once or
 once per token (forward or reverse), reading and writing whole buffers or one row per token, or
-reading patch t of the input window.
+reading patch t of the input window. An int8 buffer (an int8 export's, `manifest` doc) holds
+int8 values: writes quantize, reads dequantize, with golden.py's arithmetic.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from .manifest import Manifest
+from lumamba.quant.fixed_point import dequantize_f32, inverse_scale, quantize_f32
+
+from .manifest import BufferSpec, Manifest
 
 # (graph name, {port: array}) -> {port: array}
 GraphFn = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -22,7 +25,8 @@ GraphFn = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> dict[str, np.ndarray]:
     """Run one window (C, T) or (1, C, T) through the schedule; returns every buffer by name.
     Feeds are copies, so a caller may keep them after the buffers change."""
-    buffers = {b.name: np.zeros(b.shape, dtype=np.float32) for b in manifest.buffers}
+    specs = {b.name: b for b in manifest.buffers}
+    buffers = {b.name: np.zeros(b.shape, dtype=np.int8 if b.dtype == "int8" else np.float32) for b in manifest.buffers}
     buffers[manifest.input_buffer][...] = window
     steps = {"once": [None], "forward": range(manifest.n_patches), "reverse": range(manifest.n_patches - 1, -1, -1)}
     P = manifest.n_samples // manifest.n_patches
@@ -30,7 +34,7 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
     def read(b, t):
         if b.patch:
             return buffers[b.buffer][:, :, t * P:(t + 1) * P]
-        return buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer]
+        return _load(specs[b.buffer], buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer])
 
     for stage in manifest.schedule:
         for name in stage.zero:
@@ -39,11 +43,24 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
             feeds = {b.port: np.ascontiguousarray(read(b, t)).copy() for b in stage.inputs}
             results = run_graph(stage.graph, feeds)
             for b in stage.outputs:
+                value = _store(specs[b.buffer], np.asarray(results[b.port], dtype=np.float32))
                 if b.row:
-                    buffers[b.buffer][t] = results[b.port][0]
+                    buffers[b.buffer][t] = value[0]
                 else:
-                    buffers[b.buffer][...] = results[b.port]
-    return buffers
+                    buffers[b.buffer][...] = value
+    return {name: _load(specs[name], value) for name, value in buffers.items()}
+
+
+def _store(spec: BufferSpec, value: np.ndarray) -> np.ndarray:
+    """What a buffer holds for the float32 `value` written to it."""
+    if spec.dtype != "int8":
+        return value
+    return quantize_f32(value, inverse_scale(np.float32(spec.scale)), spec.zero_point)
+
+
+def _load(spec: BufferSpec, held: np.ndarray) -> np.ndarray:
+    """The float32 value a graph reads from what a buffer holds."""
+    return dequantize_f32(held, np.float32(spec.scale), spec.zero_point) if spec.dtype == "int8" else held
 
 
 def check_windows(x, n_channels: int, n_samples: int, channel_names: Sequence[str] | None = None, *,
