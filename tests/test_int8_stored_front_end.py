@@ -1,0 +1,138 @@
+"""The stored front end (`--front-end stored`) in an int8 export: each patch conv once, its output
+kept for the window as int8 codes (quant/buffer_storage.py), bit-exact C vs the golden model.
+
+One CLI run (random micro model, tcp22, T=640, Cortex-M4F, --int8, verified in QEMU) shared by the
+tests; host, M55 and RISC-V builds reuse its sources. That run takes 2-4 minutes, so those tests are
+marked slow; the buffer-format checks need no export and run by default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+from test_int8_export import MICRO_ARGS, N_CALIB, calib_npz, export  # noqa: F401 (calib_npz is a fixture)
+from test_quant_golden import eeg_like
+
+from lumamba.export.onnx.manifest import BufferSpec, Manifest
+from lumamba.export.project.int8_project import INT8_DIR
+from lumamba.export.project.test_vectors import N_VERIFIED
+from lumamba.export.verify import compare_bit_exact, verify_int8_on_board
+from lumamba.quant.buffer_storage import int8_output_params
+from lumamba.quant.fixed_point import dequantize_f32, inverse_scale, quantize_f32
+from lumamba.quant.golden import GoldenRunner, load_golden
+from toolchain import require_toolchain
+
+
+@pytest.fixture(scope="module")
+def stored_project(tmp_path_factory, calib_npz):  # noqa: F811
+    require_toolchain("cortex-m4f")
+    out = tmp_path_factory.mktemp("int8-stored") / "micro-m4"
+    run = export(["--target", "cortex-m", *MICRO_ARGS, "--front-end", "stored", "--int8", "--calib-data",
+                  str(calib_npz), "--calib-windows", str(N_CALIB), "--max-drift", "1", "--out", str(out)])
+    return out, run
+
+
+@pytest.mark.slow
+def test_stored_front_end_int8_bit_exact_in_qemu(stored_project):
+    out, run = stored_project
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"cortex-m4f (QEMU mps2-an386): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
+    golden = load_golden(out / INT8_DIR)
+    m = golden.manifest
+    ch, C = m.config["embed_dim"] // 4, m.n_channels
+    # h1..h3 are int8 at the parameters of the qconv output each holds; nothing else is int8
+    for k in (1, 2, 3):
+        h = m.buffer(f"h{k}")
+        assert (h.dtype, h.shape) == ("int8", (m.n_patches, ch, C, 4))
+        assert int8_output_params(golden.executors[f"frontend_conv{k}"].graph, "h_t") == (h.scale, h.zero_point)
+    assert [b.name for b in m.buffers if b.dtype == "int8"] == ["h1", "h2", "h3"]
+    # the driver: one byte per element in the arena, converted rows around the calls
+    model_c = (out / "model.c").read_text()
+    row = ch * C * 4
+    assert re.search(rf"int8_t \*buf_h2 = \(int8_t \*\)\(arena \+ \d+u\);", model_c)
+    assert re.search(rf"h2 activation int8\[{m.n_patches}, {ch}, {C}, 4\]", model_c)
+    assert model_c.count("quantize_row_s8(row_") == 3 and model_c.count("dequantize_row_s8(buf_h") == 3
+    assert f"buf_h1 + t * {row}u, row_2_x, {row}u" in model_c
+
+
+@pytest.mark.slow
+def test_stored_front_end_int8_bit_exact_on_host(stored_project):
+    out, run = stored_project
+    assert run.returncode == 0
+    result = verify_int8_on_board(out, "host")
+    assert result.bit_exact and result.logits.shape == (N_VERIFIED, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["cortex-m55", "riscv32"])
+def test_stored_front_end_int8_bit_exact_on_other_boards(stored_project, board):
+    require_toolchain(board)
+    out, run = stored_project
+    assert run.returncode == 0
+    result = verify_int8_on_board(out, board)
+    assert result.bit_exact
+
+
+@pytest.mark.slow
+def test_int8_storage_is_lossless(stored_project):
+    """Storing the qconv's int8 code and reading it back gives the dequantized value exactly: the
+    golden model with float32 h1..h3 computes the same logits bit for bit, and so do the codes."""
+    out, run = stored_project
+    assert run.returncode == 0
+    golden = load_golden(out / INT8_DIR)
+    graphs = {name: e.graph for name, e in golden.executors.items()}
+    as_float = dataclasses.replace(golden.manifest, buffers=tuple(
+        dataclasses.replace(b, dtype="float32", scale=0.0, zero_point=0) for b in golden.manifest.buffers))
+    x = eeg_like(3, golden.manifest.n_channels, golden.manifest.n_samples, seed=5)
+    compare_bit_exact(golden(x), GoldenRunner(as_float, graphs)(x), "golden, float32 h1..h3")
+    stored, plain = golden.run(x[0])[0], GoldenRunner(as_float, graphs).run(x[0])[0]
+    for k in (1, 2, 3):
+        h = golden.manifest.buffer(f"h{k}")
+        assert np.array_equal(stored[h.name], plain[h.name])
+        codes = quantize_f32(plain[h.name], inverse_scale(np.float32(h.scale)), h.zero_point)
+        assert np.array_equal(dequantize_f32(codes, np.float32(h.scale), h.zero_point), plain[h.name])
+
+
+def _manifest_json(buffers: list[dict]) -> dict:
+    """A minimal valid manifest with `buffers` (besides the window) and no stages."""
+    return {"format": "lumamba-recurrent-onnx", "format_version": 1, "config": {}, "n_classes": 0,
+         "channel_names": ["A"], "n_samples": 8, "n_patches": 2, "graphs": [],
+         "buffers": [{"name": "window", "shape": [1, 1, 8], "kind": "input"}, *buffers], "schedule": [],
+         "input_buffer": "window", "latent_buffer": "window", "logits_buffer": None, "opset": 18,
+         "ir_version": 10}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"dtype": "int16"}, r"dtype 'int16' is not one of"),
+    ({"dtype": "int8", "scale": 0.0, "zero_point": 0}, r"int8 scale must be a positive finite float"),
+    ({"dtype": "int8", "scale": float("nan"), "zero_point": 0}, r"int8 scale must be a positive finite float"),
+    ({"dtype": "int8", "scale": 0.5, "zero_point": 128}, r"int8 zero_point must be an integer in \[-128, 127\]"),
+    ({"dtype": "int8", "scale": 0.5, "zero_point": 1.0}, r"int8 zero_point must be an integer"),
+    ({"dtype": "float32", "scale": 0.5}, r"float32 buffer with a scale"),
+    ({"dtype": "int8", "scale": 0.5, "zero_point": 3, "kind": "state"}, r"only activation buffers can be int8"),
+])
+def test_bad_buffer_storage_is_rejected(tmp_path, fields, message):
+    buffer = {"name": "h1", "shape": [2, 3], "kind": "activation", **fields}
+    (tmp_path / "manifest.json").write_text(json.dumps(_manifest_json([buffer])))
+    with pytest.raises(ValueError, match=r"manifest.json: buffer 'h1': " + message):
+        Manifest.load(tmp_path)
+
+
+def test_buffer_storage_round_trip(tmp_path):
+    """An int8 buffer keeps its fields through manifest.json; float32 buffers are written as before."""
+    d = _manifest_json([{"name": "h1", "shape": [2, 3], "kind": "activation", "dtype": "int8",
+                                   "scale": 0.25, "zero_point": -7},
+                                  {"name": "z0", "shape": [2, 3], "kind": "activation"}])
+    (tmp_path / "manifest.json").write_text(json.dumps(d))
+    m = Manifest.load(tmp_path)
+    assert m.buffer("h1") == BufferSpec("h1", (2, 3), "activation", "int8", 0.25, -7)
+    assert m.buffer("h1").itemsize == 1 and m.buffer("z0").itemsize == 4
+    m.save(tmp_path)
+    written = json.loads((tmp_path / "manifest.json").read_text())["buffers"]
+    assert written[1] == {"name": "h1", "shape": [2, 3], "kind": "activation", "dtype": "int8", "scale": 0.25,
+                          "zero_point": -7}
+    assert written[2] == {"name": "z0", "shape": [2, 3], "kind": "activation"}
+    assert Manifest.load(tmp_path) == m
