@@ -136,3 +136,67 @@ def test_buffer_storage_round_trip(tmp_path):
                           "zero_point": -7}
     assert written[2] == {"name": "z0", "shape": [2, 3], "kind": "activation"}
     assert Manifest.load(tmp_path) == m
+
+
+_ROW_MAIN = r"""
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    static float x[8192], back[8192];
+    static int8_t q[8192];
+    unsigned inv_bits, scale_bits;
+    float inv, scale;
+    int zp;
+    size_t n;
+    if (argc != 4 || sscanf(argv[1], "%x", &inv_bits) != 1 || sscanf(argv[2], "%x", &scale_bits) != 1
+            || sscanf(argv[3], "%d", &zp) != 1) {
+        return 2;
+    }
+    memcpy(&inv, &inv_bits, 4u);
+    memcpy(&scale, &scale_bits, 4u);
+    n = fread(x, sizeof(float), 8192u, stdin);
+    quantize_row_s8(x, q, n, inv, (int32_t)zp);
+    dequantize_row_s8(q, back, n, scale, (int32_t)zp);
+    fwrite(q, 1u, n, stdout);
+    fwrite(back, sizeof(float), n, stdout);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("scale, zero_point", [(0.05, 15), (0.0031, -128), (1.7, 127), (0.25, 0)])
+def test_driver_row_conversions_match_the_golden_model(tmp_path, scale, zero_point):
+    """model.c's quantize_row_s8 / dequantize_row_s8 (no roundf call), built natively with the
+    firmware's flags, against fixed_point.quantize_f32 / dequantize_f32 bit for bit: ties at
+    +-k.5 (away from zero), values just inside and outside the clamp, the int8 limits, zeros."""
+    import shutil
+    import subprocess
+
+    from lumamba.export.project.model_driver import _INT8_ROW_FUNCTIONS
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    source = tmp_path / "rows.c"
+    source.write_text("#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n"
+                      + "\n".join(_INT8_ROW_FUNCTIONS) + _ROW_MAIN)
+    exe = tmp_path / "rows"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off", str(source),
+                    "-o", str(exe)], check=True)
+    s = np.float32(scale)
+    inv = inverse_scale(s)
+    k = np.arange(-300, 301, dtype=np.float32)
+    ties = np.concatenate([k + np.float32(0.5), k - np.float32(0.5)]) * s       # x * inv near k +- 0.5
+    near = np.concatenate([np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))])
+    rng = np.random.default_rng(0)
+    x = np.concatenate([ties, near, k * s, rng.standard_normal(1000).astype(np.float32) * 200 * s,
+                        np.array([0.0, -0.0, 1e30, -1e30, 1e-30], np.float32)]).astype(np.float32)
+    bits = lambda v: f"{int(np.array([v], np.float32).view(np.uint32)[0]):08x}"  # noqa: E731
+    out = subprocess.run([str(exe), bits(inv), bits(s), str(zero_point)], input=x.tobytes(), capture_output=True,
+                         check=True).stdout
+    assert x.size <= 8192    # the harness's buffers
+    q = np.frombuffer(out[:x.size], np.int8)
+    back = np.frombuffer(out[x.size:], np.float32)
+    want = quantize_f32(x, inv, zero_point)
+    bad = np.flatnonzero(q != want)
+    assert not bad.size, f"x={x[bad[0]]!r} (x*inv={x[bad[0]] * inv!r}): C {q[bad[0]]}, golden {want[bad[0]]}"
+    assert np.array_equal(back.view(np.uint32), dequantize_f32(want, s, zero_point).view(np.uint32))
