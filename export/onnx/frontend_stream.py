@@ -31,8 +31,10 @@ pass reads:
 
 Each conv once, each GroupNorm-apply + GELU once, per patch; the statistics are taken from the very
 values stored, so every pass sees what the next one reads. The cost is RAM: two of the h_k are
-alive at once (the executors' buffers are float32: 2 x S*C*E*4 bytes), so the streamed passes stay
-the default and "stored" is the choice where that RAM is there (README "Memory").
+alive at once. In an int8 export each h_k holds conv k's int8 output codes (the quantiser makes the
+buffers int8 at the qconv's output scale, `quant/buffer_storage.py`): 2 x S*C*E bytes, 45 KB for
+the demo model; in a float export float32, four times that. The streamed passes stay the default
+(least RAM); "stored" is the faster choice where that RAM is there (README "Memory").
 """
 from __future__ import annotations
 
@@ -93,6 +95,15 @@ def _time_path(layers: list[nn.Module], patch: Tensor, stats: tuple[Tensor, ...]
     return h
 
 
+def _norm_positions(model: LuMamba, k: int, who: str) -> tuple[list[nn.Module], list[int]]:
+    """The time path's layers and the indices of its GroupNorms, after checking that GroupNorm k exists."""
+    layers = _time_layers(model)
+    norms = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)]
+    if not 1 <= k <= len(norms):
+        raise ValueError(f"{who}: k must be in 1..{len(norms)}, got {k}")
+    return layers, norms
+
+
 class GroupNormStats(nn.Module):
     """Pass k of the streamed front end: patch (1, C, P) and the window statistics of GroupNorms
     1..k-1 -> (1, G, 2) per-group (mean, biased variance) of the input of GroupNorm k over this patch,
@@ -100,10 +111,7 @@ class GroupNormStats(nn.Module):
 
     def __init__(self, model: LuMamba, k: int):
         super().__init__()
-        layers = _time_layers(model)
-        norms = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)]
-        if not 1 <= k <= len(norms):
-            raise ValueError(f"GroupNormStats: k must be in 1..{len(norms)}, got {k}")
+        layers, norms = _norm_positions(model, k, "GroupNormStats")
         self.proj_in = nn.ModuleList(layers[:norms[k - 1]])   # up to and including the k-th conv
         self.groups = layers[norms[k - 1]].num_groups
 
@@ -129,10 +137,7 @@ class StoredConv(nn.Module):
 
     def __init__(self, model: LuMamba, k: int):
         super().__init__()
-        layers = _time_layers(model)
-        norms = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)]
-        if not 1 <= k <= len(norms):
-            raise ValueError(f"StoredConv: k must be in 1..{len(norms)}, got {k}")
+        layers, norms = _norm_positions(model, k, "StoredConv")
         # up to and including conv k: the layers keep their indices (proj_in.<i>), so the weights
         # keep the names of the other forms (the int8 precision rules name them)
         self.proj_in = nn.ModuleList(layers[:norms[k - 1]])
