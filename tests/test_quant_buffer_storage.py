@@ -1,101 +1,29 @@
-"""The stored front end (`--front-end stored`) in an int8 export: each patch conv once, its output
-kept for the window as int8 codes (quant/buffer_storage.py), bit-exact C vs the golden model.
-
-One CLI run (random micro model, tcp22, T=640, Cortex-M4F, --int8, verified in QEMU) shared by the
-tests; host, M55 and RISC-V builds reuse its sources. That run takes 2-4 minutes, so those tests are
-marked slow; the buffer-format checks need no export and run by default.
+"""int8 activation buffers (manifest dtype "int8", quant/buffer_storage.py): the manifest format
+and the driver's row conversions against the golden model's quantize / dequantize. The int8
+export that uses them (the stored front end, the --int8 default) is checked end to end, bit for
+bit on QEMU, the host and the other boards, in test_int8_export.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
-from test_int8_export import MICRO_ARGS, N_CALIB, calib_npz, export  # noqa: F401 (calib_npz is a fixture)
-from test_quant_golden import eeg_like
 
 from lumamba.export.onnx.manifest import BufferSpec, Manifest
-from lumamba.export.project.int8_project import INT8_DIR
-from lumamba.export.project.test_vectors import N_VERIFIED
-from lumamba.export.verify import compare_bit_exact, verify_int8_on_board
-from lumamba.quant.buffer_storage import int8_output_params
+from lumamba.export.project.model_driver import _INT8_ROW_FUNCTIONS
 from lumamba.quant.fixed_point import dequantize_f32, inverse_scale, quantize_f32
-from lumamba.quant.golden import GoldenRunner, load_golden
-from toolchain import require_toolchain
-
-
-@pytest.fixture(scope="module")
-def stored_project(tmp_path_factory, calib_npz):  # noqa: F811
-    require_toolchain("cortex-m4f")
-    out = tmp_path_factory.mktemp("int8-stored") / "micro-m4"
-    run = export(["--target", "cortex-m", *MICRO_ARGS, "--front-end", "stored", "--int8", "--calib-data",
-                  str(calib_npz), "--calib-windows", str(N_CALIB), "--max-drift", "1", "--out", str(out)])
-    return out, run
-
-
-@pytest.mark.slow
-def test_stored_front_end_int8_bit_exact_in_qemu(stored_project):
-    out, run = stored_project
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert f"cortex-m4f (QEMU mps2-an386): {N_VERIFIED} windows, logits bit-identical to the int8 golden model" in run.stdout
-    golden = load_golden(out / INT8_DIR)
-    m = golden.manifest
-    ch, C = m.config["embed_dim"] // 4, m.n_channels
-    # h1..h3 are int8 at the parameters of the qconv output each holds; nothing else is int8
-    for k in (1, 2, 3):
-        h = m.buffer(f"h{k}")
-        assert (h.dtype, h.shape) == ("int8", (m.n_patches, ch, C, 4))
-        assert int8_output_params(golden.executors[f"frontend_conv{k}"].graph, "h_t") == (h.scale, h.zero_point)
-    assert [b.name for b in m.buffers if b.dtype == "int8"] == ["h1", "h2", "h3"]
-    # the driver: one byte per element in the arena, converted rows around the calls
-    model_c = (out / "model.c").read_text()
-    row = ch * C * 4
-    assert re.search(rf"int8_t \*buf_h2 = \(int8_t \*\)\(arena \+ \d+u\);", model_c)
-    assert re.search(rf"h2 activation int8\[{m.n_patches}, {ch}, {C}, 4\]", model_c)
-    assert model_c.count("quantize_row_s8(row_") == 3 and model_c.count("dequantize_row_s8(buf_h") == 3
-    assert f"buf_h1 + t * {row}u, row_2_x, {row}u" in model_c
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("board", ["host", "cortex-m55", "riscv32"])
-def test_stored_front_end_int8_bit_exact_on(stored_project, board):
-    """The same sources built for the host and the other boards: logits bit-identical to the golden model."""
-    if board != "host":
-        require_toolchain(board)
-    out, run = stored_project
-    assert run.returncode == 0
-    assert verify_int8_on_board(out, board).logits.shape == (N_VERIFIED, 2)
-
-
-@pytest.mark.slow
-def test_int8_storage_is_lossless(stored_project):
-    """Storing the qconv's int8 code and reading it back gives the dequantized value exactly: the
-    golden model with float32 h1..h3 computes the same logits bit for bit, and so do the codes."""
-    out, run = stored_project
-    assert run.returncode == 0
-    golden = load_golden(out / INT8_DIR)
-    graphs = {name: e.graph for name, e in golden.executors.items()}
-    as_float = dataclasses.replace(golden.manifest, buffers=tuple(
-        dataclasses.replace(b, dtype="float32", scale=0.0, zero_point=0) for b in golden.manifest.buffers))
-    x = eeg_like(3, golden.manifest.n_channels, golden.manifest.n_samples, seed=5)
-    compare_bit_exact(golden(x), GoldenRunner(as_float, graphs)(x), "golden, float32 h1..h3")
-    stored, plain = golden.run(x[0])[0], GoldenRunner(as_float, graphs).run(x[0])[0]
-    for k in (1, 2, 3):
-        h = golden.manifest.buffer(f"h{k}")
-        assert np.array_equal(stored[h.name], plain[h.name])
-        codes = quantize_f32(plain[h.name], inverse_scale(np.float32(h.scale)), h.zero_point)
-        assert np.array_equal(dequantize_f32(codes, np.float32(h.scale), h.zero_point), plain[h.name])
 
 
 def _manifest_json(buffers: list[dict]) -> dict:
     """A minimal valid manifest with `buffers` (besides the window) and no stages."""
     return {"format": "lumamba-recurrent-onnx", "format_version": 1, "config": {}, "n_classes": 0,
-         "channel_names": ["A"], "n_samples": 8, "n_patches": 2, "graphs": [],
-         "buffers": [{"name": "window", "shape": [1, 1, 8], "kind": "input"}, *buffers], "schedule": [],
-         "input_buffer": "window", "latent_buffer": "window", "logits_buffer": None, "opset": 18,
-         "ir_version": 10}
+            "channel_names": ["A"], "n_samples": 8, "n_patches": 2, "graphs": [],
+            "buffers": [{"name": "window", "shape": [1, 1, 8], "kind": "input"}, *buffers], "schedule": [],
+            "input_buffer": "window", "latent_buffer": "window", "logits_buffer": None, "opset": 18,
+            "ir_version": 10}
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -162,11 +90,6 @@ def test_driver_row_conversions_match_the_golden_model(tmp_path, scale, zero_poi
     """model.c's quantize_row_s8 / dequantize_row_s8 (no roundf call), built natively with the
     firmware's flags, against fixed_point.quantize_f32 / dequantize_f32 bit for bit: ties at
     +-k.5 (away from zero), values just inside and outside the clamp, the int8 limits, zeros."""
-    import shutil
-    import subprocess
-
-    from lumamba.export.project.model_driver import _INT8_ROW_FUNCTIONS
-
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     source = tmp_path / "rows.c"
