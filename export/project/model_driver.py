@@ -45,13 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lumamba.quant.buffer_storage import int8_buffers
+from lumamba.quant.fixed_point import inverse_scale
+
 from ..codegen.arena import ALIGN, Lifetime, lower_bound, plan_arena
 from ..codegen.cgraph import CGraph
 from ..codegen.graph_c import c_identifier
 from ..codegen.lower import c_type
 from ..onnx.manifest import Binding, Manifest, Stage
-from lumamba.quant.buffer_storage import int8_buffers
-from lumamba.quant.fixed_point import inverse_scale
 
 GENERATOR = "lumamba.export.project.model_driver"
 COUNTS_INPUT = "counts_window"   # arena block lumamba_infer_counts() normalises the counts into
@@ -272,7 +273,7 @@ class _Writer:
         self.manifest = manifest
         self.plan = plan
 
-    def pointer(self, binding: Binding, output: bool, stage: Stage, index: int = -1) -> str:
+    def pointer(self, binding: Binding, output: bool, stage: Stage, index: int) -> str:
         m = self.manifest
         if binding.patch:
             return PATCH_INPUT
@@ -314,7 +315,6 @@ class _Writer:
             ident = _buffer_ident(name)
             lines.append(f"{indent}swap_buffers(&{ident}, &{ident}_next);")
         return lines
-
 
     def _convert(self, index: int, binding: Binding, output: bool) -> str:
         """The call that moves an int8 buffer's row to or from the stage's float port block."""
