@@ -116,3 +116,22 @@ def test_driver_row_conversions_match_the_golden_model(tmp_path, scale, zero_poi
     bad = np.flatnonzero(q != want)
     assert not bad.size, f"x={x[bad[0]]!r} (x*inv={x[bad[0]] * inv!r}): C {q[bad[0]]}, golden {want[bad[0]]}"
     assert np.array_equal(back.view(np.uint32), dequantize_f32(want, s, zero_point).view(np.uint32))
+
+
+def test_schedule_storage_is_the_golden_quantize():
+    """run_schedule's int8 store / load (export/onnx/schedule.py, which may not import lumamba.quant)
+    equal fixed_point.quantize_f32 / dequantize_f32 bit for bit: ties, clamps, large values."""
+    from lumamba.export.onnx.schedule import _load, _store
+
+    rng = np.random.default_rng(1)
+    for scale, zero_point in ((0.05, 15), (0.0031, -128), (1.7, 127), (0.25, 0)):
+        spec = BufferSpec("h", (1,), "activation", "int8", float(np.float32(scale)), zero_point)
+        s = np.float32(scale)
+        k = np.arange(-300, 301, dtype=np.float32)
+        ties = np.concatenate([k + np.float32(0.5), k - np.float32(0.5)]) * s
+        x = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                            rng.standard_normal(1000).astype(np.float32) * 200 * s,
+                            np.array([0.0, -0.0, 1e30, -1e30, 1e-30], np.float32)]).astype(np.float32)
+        q = _store(spec, x)
+        assert q.dtype == np.int8 and np.array_equal(q, quantize_f32(x, inverse_scale(s), zero_point))
+        assert np.array_equal(_load(spec, q).view(np.uint32), dequantize_f32(q, s, zero_point).view(np.uint32))

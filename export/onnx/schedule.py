@@ -14,8 +14,6 @@ from typing import Callable
 
 import numpy as np
 
-from lumamba.quant.fixed_point import dequantize_f32, inverse_scale, quantize_f32
-
 from .manifest import BufferSpec, Manifest
 
 # (graph name, {port: array}) -> {port: array}
@@ -52,15 +50,24 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
 
 
 def _store(spec: BufferSpec, value: np.ndarray) -> np.ndarray:
-    """What a buffer holds for the float32 `value` written to it."""
+    """What a buffer holds for the float32 `value` written to it: for int8, golden.py's quantize
+    (this package does not import lumamba.quant; tests check it against fixed_point.quantize_f32):
+    v = x * float32(1/scale), rounded half away from zero (exact: truncation plus the exact
+    fraction), clamped to the int8 codes, + zero_point."""
     if spec.dtype != "int8":
         return value
-    return quantize_f32(value, inverse_scale(np.float32(spec.scale)), spec.zero_point)
+    v = value * np.float32(1.0 / float(np.float32(spec.scale)))
+    r = np.trunc(v)
+    r = r + (v - r >= 0.5) - (v - r <= -0.5)
+    r = np.minimum(np.maximum(r, np.float32(-128 - spec.zero_point)), np.float32(127 - spec.zero_point))
+    return (r.astype(np.int32) + spec.zero_point).astype(np.int8)
 
 
 def _load(spec: BufferSpec, held: np.ndarray) -> np.ndarray:
-    """The float32 value a graph reads from what a buffer holds."""
-    return dequantize_f32(held, np.float32(spec.scale), spec.zero_point) if spec.dtype == "int8" else held
+    """The float32 value a graph reads from what a buffer holds (int8: (float)(q - zp) * scale)."""
+    if spec.dtype != "int8":
+        return held
+    return (held.astype(np.int32) - spec.zero_point).astype(np.float32) * np.float32(spec.scale)
 
 
 def check_windows(x, n_channels: int, n_samples: int, channel_names: Sequence[str] | None = None, *,
