@@ -1,7 +1,7 @@
 """`lumamba-export`: from a LuMamba checkpoint to a built, verified firmware project.
 
     lumamba-export --target {onnx,host,cortex-m,cortex-m55,riscv} [--checkpoint PATH | --config NAME]
-                   [--montage NAME|FILE] [--n-samples 1280] [--front-end streamed|window] [--out DIR] [--[no-]verify]
+                   [--montage NAME|FILE] [--n-samples 1280] [--front-end streamed|stored|window] [--out DIR] [--[no-]verify]
                    [--board-profile NAME|FILE] [--no-fit-check] [--app test|demo] [--profile]
                    [--int8 [--calib-data DIR|FILE.npz] [--calib-windows 256] [--quant-config FILE]
                            [--max-drift 0.01] [--min-agreement 0] [--precision auto|int8]
@@ -566,10 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"channel names (default {DEFAULT_MONTAGE})")
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"samples per channel and window, a multiple of the patch size (default {DEFAULT_N_SAMPLES})")
-    p.add_argument("--front-end", choices=["streamed", "window"], default="streamed",
-                   help="streamed (default): the front end one patch at a time, GroupNorm statistics in passes "
-                        "over the patches first, straight into the channel unification (no float window or "
-                        "token buffer held); window: one graph over the whole window (more RAM)")
+    p.add_argument("--front-end", choices=["streamed", "stored", "window"],
+                   help="streamed (default without --int8): the front end one patch at a time, GroupNorm "
+                        "statistics in passes over the patches first (the convolutions computed again in each), "
+                        "straight into the channel unification (no float window or token buffer held); stored "
+                        "(default with --int8): each patch conv once, its outputs kept for the window (two "
+                        "(S, C, E) buffers of RAM: int8 with --int8, float32 without); window: one graph over "
+                        "the whole window (more RAM)")
     p.add_argument("--out", help="output directory (default out/lumamba-<target>)")
     p.add_argument("--mamba-form", choices=list(MAMBA_FORMS),
                    help="chunk (default with --int8) or step (default otherwise); step: one graph per token with "
@@ -644,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     given = [name for name, value in int8_only.items() if value is not None]
     if not args.int8 and given:
         parser.error(f"{', '.join(given)}: only with --int8")
+    if args.front_end is None:   # int8 keeps the conv outputs as int8 codes: a quarter of float32's RAM
+        args.front_end = "stored" if args.int8 else "streamed"
     args.calib_windows_given = args.calib_windows is not None
     if args.calib_windows is None:
         args.calib_windows = DEFAULT_CALIB_WINDOWS

@@ -59,9 +59,10 @@ def deployed_macs(config: LuMambaConfig, n_channels: int, n_samples: int, n_clas
     """MACs per window of an exported model: `macs` without the position embedding, which the
     export folds into a constant for the montage (it does not run per window). The streamed front
     end (the export's default) computes the time path's convolutions again in its GroupNorm
-    statistics passes: conv 1 three more times, conv 2 twice more, conv 3 once more."""
-    if front_end not in ("streamed", "window"):
-        raise ValueError(f"front_end must be 'streamed' or 'window', got {front_end!r}")
+    statistics passes: conv 1 three more times, conv 2 twice more, conv 3 once more; the stored
+    front end ("stored") and the whole-window one ("window") evaluate each conv once."""
+    if front_end not in ("streamed", "stored", "window"):
+        raise ValueError(f"front_end must be 'streamed', 'stored' or 'window', got {front_end!r}")
     parts = macs(config, n_channels, n_samples, n_classes)
     total = parts["total"] - parts["position_embed"]
     if front_end == "streamed":

@@ -49,9 +49,9 @@ def _prefixes(spec: GraphSpec) -> dict[str, str]:
         return {"patch_embed": "patch_embed", "freq_embed": "freq_embed"}
     if spec.kind == "unify":
         return _UNIFY
-    if spec.kind == "frontend_patch":     # the streamed front end's per-patch graph (unification included)
+    if spec.kind in ("frontend_patch", "frontend_stored"):     # the streamed front end's per-patch graph (unification included)
         return {"patch_embed": "patch_embed", "freq_embed": "freq_embed", **_UNIFY}
-    if spec.kind.startswith("frontend_stats"):
+    if spec.kind.startswith(("frontend_stats", "frontend_conv")):
         return {"proj_in": "patch_embed.proj_in"}
     if spec.kind in ("encoder_step", "head_step") and len(s) == 2:
         return {"norm" if spec.kind == "encoder_step" else "fc1": s[0], "mamba": s[1]}

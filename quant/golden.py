@@ -4,7 +4,8 @@ This module's arithmetic is the definition of LuMamba int8. Phase B's C is bit-e
 when it implements the following contract.
 
 Schedule. The manifest (`manifest.json` of the quantised directory) is run as in
-`lumamba.export.onnx.manifest`: buffers are float32, state buffers zeroed at their stage's start,
+`lumamba.export.onnx.manifest`: buffers are float32 (except int8 buffers, `buffer_storage.py`: written
+with quantize, read with dequantize, below), state buffers zeroed at their stage's start,
 per-token stages loop t = 0..S-1 (forward) or S-1..0 (reverse).
 
 Integer ops (int8 tensors, int32 accumulators; `requantize` is TFLite Micro's

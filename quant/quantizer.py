@@ -21,6 +21,7 @@ import onnx
 
 from lumamba.export.onnx.manifest import Manifest
 
+from .buffer_storage import store_int8_buffers
 from .calibration import Calibration
 from .config import Candidate, QuantConfig, as_config
 from .convert import build_qgraph
@@ -110,6 +111,7 @@ def quantize(export_dir: str | os.PathLike, calibration: Calibration,
         _record_tensors(graphs[g.name])
         fold_lookup_tables(graphs[g.name])
 
+    manifest = store_int8_buffers(manifest, graphs)   # the stored front end's conv outputs, if any
     out_dir.mkdir(parents=True, exist_ok=True)
     for graph in graphs.values():
         graph.save(out_dir / GRAPHS_DIR)

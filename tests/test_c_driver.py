@@ -162,8 +162,9 @@ def make_manifest(graphs, zero_head_acc: bool = True) -> Manifest:
     return manifest
 
 
-def reference(weights, window: np.ndarray) -> np.ndarray:
-    """The synthetic model as a plain numpy loop, float32 throughout."""
+def reference(weights, window: np.ndarray, store_a=None) -> np.ndarray:
+    """The synthetic model as a plain numpy loop, float32 throughout; `store_a` (if given) maps a
+    row of buffer a to what reading it back gives (an int8 buffer)."""
     f = np.float32
     z = np.tanh(window.reshape(S, D) @ weights["embed"]["We"] + weights["embed"]["be"])
     a, z2 = np.zeros((S, D), f), np.zeros((S, D), f)
@@ -171,7 +172,7 @@ def reference(weights, window: np.ndarray) -> np.ndarray:
     for t in range(S):
         w = weights["fwd"]
         h = np.tanh(z[t] @ w["Wx"] + h @ w["Wh"] + w["b"])
-        a[t] = z[t] + h
+        a[t] = z[t] + h if store_a is None else store_a(z[t] + h)
     g = np.zeros(D, f)
     for t in reversed(range(S)):
         w = weights["rev"]
@@ -505,3 +506,34 @@ def test_spans_and_rows_bindings_match_numpy(synthetic, tmp_path):
     model_c = generate_driver(manifest, {n: GraphCall(f"g_{n}", compile_onnx_to_c(m, f"g_{n}"))
                                          for n, m in chunked.items()})["model.c"]
     assert "for t = 2 .. 4" in model_c and "t = 5u - 1u - step;" in model_c
+
+
+def test_int8_buffer_is_stored_as_codes(synthetic, tmp_path):
+    """An int8 activation buffer (manifest dtype "int8"): one byte per element in the arena, the
+    driver quantizes the graph's float row into it and dequantizes it for the reader, as the golden
+    model's quantize / dequantize (the scale clamps a's top values too)."""
+    import dataclasses
+
+    from lumamba.quant.fixed_point import dequantize_f32, inverse_scale, quantize_f32
+
+    weights, graphs, manifest = synthetic
+    scale, zero_point = np.float32(0.02), 3
+    m = dataclasses.replace(manifest, buffers=tuple(
+        dataclasses.replace(b, dtype="int8", scale=float(scale), zero_point=zero_point) if b.name == "a" else b
+        for b in manifest.buffers))
+    m.validate()
+    write_driver_project(tmp_path, m, graphs)
+    model_c = (tmp_path / "model.c").read_text()
+    assert "int8_t *buf_a = (int8_t *)" in model_c and "a activation int8[5, 4]" in model_c
+    plan = plan_memory(m, {n: GraphCall(f"g_{n}", compile_onnx_to_c(g, f"g_{n}")) for n, g in graphs.items()})
+    assert {b.name: b.nbytes for b in plan.blocks if b.name in ("buf_a", "row_1_acc_out", "row_2_acc_in")} == \
+        {"buf_a": S * D, "row_1_acc_out": 4 * D, "row_2_acc_in": 4 * D}
+
+    def store_a(row):
+        return dequantize_f32(quantize_f32(row.astype(np.float32), inverse_scale(scale), zero_point), scale, zero_point)
+
+    x = windows()
+    got = load_host_c(tmp_path)(x)
+    want = np.stack([reference(weights, w, store_a) for w in x])
+    assert float(np.abs(got - want).max()) <= TOL
+    assert float(np.abs(want - np.stack([reference(weights, w) for w in x])).max()) > 10 * TOL  # storage matters

@@ -102,6 +102,42 @@ def test_cli_cortex_m_int8_bit_exact_in_qemu(m4_project):
     assert (out / "firmware" / "kernels" / "lumamba_s8_gemm_fallback_c.c").is_file()
 
 
+def test_int8_default_front_end_keeps_int8_conv_outputs(m4_project):
+    """--int8 defaults to the stored front end: h1..h3 are int8 buffers at the parameters of the
+    qconv output each holds (nothing else is int8), one byte per element in the arena, converted
+    around the calls; and storing the codes is lossless: the golden model with float32 h1..h3
+    gives the same logits bit for bit."""
+    import dataclasses
+
+    from lumamba.quant import load_golden
+    from lumamba.quant.buffer_storage import int8_output_params
+    from lumamba.quant.golden import GoldenRunner
+
+    out, run = m4_project
+    assert run.returncode == 0
+    golden = load_golden(out / INT8_DIR)
+    m = golden.manifest
+    ch, C = m.config["embed_dim"] // 4, m.n_channels
+    assert [s.graph for s in m.schedule[:7]] == ["frontend_conv1", "frontend_gn1", "frontend_conv2", "frontend_gn2",
+                                                 "frontend_conv3", "frontend_gn3", "frontend"]
+    for k in (1, 2, 3):
+        h = m.buffer(f"h{k}")
+        assert (h.dtype, h.shape) == ("int8", (m.n_patches, ch, C, 4))
+        assert int8_output_params(golden.executors[f"frontend_conv{k}"].graph, "h_t") == (h.scale, h.zero_point)
+    assert [b.name for b in m.buffers if b.dtype == "int8"] == ["h1", "h2", "h3"]
+    model_c = (out / "model.c").read_text()
+    row = ch * C * 4
+    assert re.search(r"int8_t \*buf_h2 = \(int8_t \*\)\(arena \+ \d+u\);", model_c)
+    assert f"h2 activation int8[{m.n_patches}, {ch}, {C}, 4]" in model_c
+    assert model_c.count("quantize_row_s8(row_") == 3 and model_c.count("dequantize_row_s8(buf_h") == 3
+    assert f"dequantize_row_s8(buf_h1 + t * {row}u, row_2_x, {row}u" in model_c
+    as_float = dataclasses.replace(m, buffers=tuple(dataclasses.replace(b, dtype="float32", scale=0.0, zero_point=0)
+                                                    for b in m.buffers))
+    plain = GoldenRunner(as_float, {name: e.graph for name, e in golden.executors.items()})
+    x = eeg_like(2, m.n_channels, m.n_samples, seed=5)
+    compare_bit_exact(golden(x), plain(x), "golden model with float32 h1..h3")
+
+
 def test_same_sources_bit_exact_on_host(m4_project):
     out, run = m4_project
     assert run.returncode == 0

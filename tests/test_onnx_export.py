@@ -44,6 +44,7 @@ LENGTHS = (640, 1280)
 SMALL = ("small", "apava16", 1280)     # two blocks: the case most tests below inspect
 DEFAULT_CASES = [SMALL, ("tiny", "tcp22", 640)]
 WINDOW = ("micro", "tcp20", 640, "window")   # the whole-window front end (export option front_end="window")
+STORED = ("micro", "tcp20", 640, "stored")   # each patch conv once, outputs kept (front_end="stored")
 SLOW_CASES = [c for c in itertools.product(("micro", "small", "tiny"), MONTAGE_NAMES, LENGTHS) if c not in DEFAULT_CASES]
 
 
@@ -102,7 +103,7 @@ def check_parity(model, names, out_dir, n_samples, label: str):
     assert err_latent <= TOL_LATENT
 
 
-@pytest.mark.parametrize("config,montage,n_samples,front_end", [(*c, "streamed") for c in DEFAULT_CASES] + [WINDOW])
+@pytest.mark.parametrize("config,montage,n_samples,front_end", [(*c, "streamed") for c in DEFAULT_CASES] + [WINDOW, STORED])
 def test_parity_with_pytorch(exports, config, montage, n_samples, front_end):
     model, names, out_dir, _ = exports(config, montage, n_samples, front_end)
     check_parity(model, names, out_dir, n_samples, f"{config} {montage} T={n_samples} ({front_end} front end)")
@@ -279,13 +280,38 @@ def test_manifest_describes_the_schedule(exports):
     assert manifest.checkpoint["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_deployed_macs_count_the_recomputed_convolutions(exports):
+def test_stored_front_end_schedule(exports):
+    """front_end="stored": conv k runs once per patch into h_k (S, ch, C, W), the next pass reads
+    row t of it; only conv 1 and the last pass read the window's patch."""
+    model, names, out_dir, manifest = exports(*STORED)
+    c, S, C = model.config, manifest.n_patches, len(names)
+    ch, G = c.embed_dim // 4, 4
+    assert [(s.graph, s.loop) for s in manifest.schedule[:7]] == [
+        ("frontend_conv1", "forward"), ("frontend_gn1", "once"), ("frontend_conv2", "forward"), ("frontend_gn2", "once"),
+        ("frontend_conv3", "forward"), ("frontend_gn3", "once"), ("frontend", "forward")]
+    for k in (1, 2, 3):
+        assert manifest.buffer(f"h{k}").shape == (S, ch, C, 4)
+        stage = manifest.schedule[2 * (k - 1)]
+        assert {(b.port, b.buffer, b.row) for b in stage.outputs} == {("h_t", f"h{k}", True), ("rows_t", f"gn{k}_rows", True)}
+        if k > 1:
+            assert {(b.port, b.buffer, b.row) for b in stage.inputs} == {("x", f"h{k - 1}", True), (f"gn{k - 1}", f"gn{k - 1}", False)}
+        convs = [n for n in onnx.load(out_dir / manifest.graph(f"frontend_conv{k}").file).graph.node if n.op_type == "Conv"]
+        assert len(convs) == 1
+    front = manifest.graph("frontend")
+    assert [(t.name, t.shape) for t in front.inputs] == [("patch", (1, C, c.patch_size)), ("h3", (1, ch, C, 4)),
+                                                         ("gn3", (1, G, 2))]
+    patch_reads = [(s.graph, b.port) for s in manifest.schedule for b in s.inputs if b.patch]
+    assert patch_reads == [("frontend_conv1", "x"), ("frontend", "patch")]
+
+
+@pytest.mark.parametrize("front_end", ["streamed", "stored"])
+def test_deployed_macs_count_the_recomputed_convolutions(exports, front_end):
     """lumamba.profile.deployed_macs of the streamed front end = the model's time-path convolution
     MACs plus what its statistics passes compute again, counted here from the exported Conv nodes
-    and the number of calls of each graph per window."""
+    and the number of calls of each graph per window; the stored front end computes none again."""
     from lumamba.profile import deployed_macs, macs
 
-    model, names, out_dir, manifest = exports(*SMALL)
+    model, names, out_dir, manifest = exports(*(SMALL if front_end == "streamed" else STORED[:3]), front_end)
     calls = {"once": 1, "forward": manifest.n_patches, "reverse": manifest.n_patches}
     conv_macs = 0
     for stage in manifest.schedule:
@@ -295,8 +321,8 @@ def test_deployed_macs_count_the_recomputed_convolutions(exports):
         for n in (n for n in g.node if n.op_type == "Conv"):
             conv_macs += calls[stage.loop] * int(np.prod(shapes[n.output[0]])) * int(np.prod(weights[n.input[1]][1:]))
     c, C, T = model.config, len(names), manifest.n_samples
-    extra = deployed_macs(c, C, T, N_CLASSES) - deployed_macs(c, C, T, N_CLASSES, front_end="window")
-    assert extra > 0 and conv_macs == macs(c, C, T, N_CLASSES)["time_patch_embed"] + extra
+    extra = deployed_macs(c, C, T, N_CLASSES, front_end=front_end) - deployed_macs(c, C, T, N_CLASSES, front_end="window")
+    assert (extra > 0 if front_end == "streamed" else extra == 0) and conv_macs == macs(c, C, T, N_CLASSES)["time_patch_embed"] + extra
 
 
 def test_manifest_describes_the_window_form(exports):

@@ -29,7 +29,7 @@ from onnxscript import rewriter as onnx_rewriter
 from lumamba.model import LuMamba
 from lumamba.normalise import spec as normalisation_spec
 
-from .frontend_stream import plan_streamed_frontend
+from .frontend_stream import plan_stored_frontend, plan_streamed_frontend
 from .mamba_chunk import LATENT, DEFAULT_CHUNK, check_chunk, plan_chunked_blocks, plan_chunked_head
 from .mamba_window import EncoderPost, EncoderPre, HeadPost, HeadPre, ScanStep
 from .manifest import Binding, BufferSpec, GraphSpec, Manifest, Stage, TensorSpec, check_mamba_form
@@ -115,7 +115,7 @@ class _Plan:
         return tuple(bind(port, ref) for port, ref in ports.items())
 
 
-FRONT_ENDS = ("streamed", "window")
+FRONT_ENDS = ("streamed", "stored", "window")
 
 
 def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, out_dir: str | os.PathLike,
@@ -136,6 +136,8 @@ def export_onnx(model: LuMamba, channel_names: Sequence[str], n_samples: int, ou
     as `manifest.preprocess`, which the firmware applies to the int16 counts it owns.
     `front_end` "streamed" (default) computes the front end one patch at a time, straight into the
     channel unification (`frontend_stream`: GroupNorm statistics in passes over the patches first);
+    "stored" evaluates each patch conv once and keeps its output for the window (no recomputation,
+    more RAM: `frontend_stream.plan_stored_frontend`);
     "window" as one graph over the whole window (`Frontend`, then `Unify` per patch), which holds the
     window's tokens and activations at once.
     Returns the manifest, also written to `out_dir/manifest.json`.
@@ -195,6 +197,8 @@ def _plan(model: LuMamba, position_embedding: torch.Tensor, n_samples: int, fron
     plan.buffer("window", (1, C, n_samples), "input")
     if front_end == "streamed":
         plan_streamed_frontend(plan, model, position_embedding, n_samples)
+    elif front_end == "stored":
+        plan_stored_frontend(plan, model, position_embedding, n_samples)
     else:
         plan.buffer("tokens", (S, C, c.embed_dim))
         plan.buffer("z0", (S, d))

@@ -16,6 +16,25 @@ patch means, its (biased) variance the mean of the patch variances plus the vari
 means. Every sum is short (at most max(W, C, ch/G, S) terms) and every variance a mean of squared
 deviations from a mean, never E[x^2] - E[x]^2: see `step_modules.blocked_group_norm` for why long
 one-pass sums are not good enough on flat windows.
+
+The passes above evaluate conv 1 four times per patch, conv 2 three times and conv 3 twice
+(`deployed_macs`), and keep nothing but the statistics between passes: the least RAM. The
+"stored" form (`plan_stored_frontend`, export option front_end="stored") evaluates each conv once
+per patch and keeps its output for the whole window in a buffer h_k (S, ch, C, W) that the next
+pass reads:
+
+    StoredConv 1        patch t                     -> h1[t] = conv1(patch), its statistics row t
+    CombineStats        gn1_rows -> gn1
+    StoredConv k (2, 3) h_{k-1}[t], gn_{k-1}         -> h_k[t] = conv_k(GELU(GN_{k-1}(h_{k-1}[t]))), statistics
+    CombineStats        gn_k_rows -> gn_k
+    StoredFrontendPatch patch t, h3[t], gn3         -> GELU(GN3(h3[t])) + frequency path + position, unified: z0[t]
+
+Each conv once, each GroupNorm-apply + GELU once, per patch; the statistics are taken from the very
+values stored, so every pass sees what the next one reads. The cost is RAM: two of the h_k are
+alive at once. In an int8 export each h_k holds conv k's int8 output codes (the quantiser makes the
+buffers int8 at the qconv's output scale, `quant/buffer_storage.py`): 2 x S*C*E bytes, 45 KB for
+the demo model; in a float export float32, four times that. The streamed passes stay the default
+(least RAM); "stored" is the faster choice where that RAM is there (README "Memory").
 """
 from __future__ import annotations
 
@@ -76,6 +95,15 @@ def _time_path(layers: list[nn.Module], patch: Tensor, stats: tuple[Tensor, ...]
     return h
 
 
+def _norm_positions(model: LuMamba, k: int, who: str) -> tuple[list[nn.Module], list[int]]:
+    """The time path's layers and the indices of its GroupNorms, after checking that GroupNorm k exists."""
+    layers = _time_layers(model)
+    norms = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)]
+    if not 1 <= k <= len(norms):
+        raise ValueError(f"{who}: k must be in 1..{len(norms)}, got {k}")
+    return layers, norms
+
+
 class GroupNormStats(nn.Module):
     """Pass k of the streamed front end: patch (1, C, P) and the window statistics of GroupNorms
     1..k-1 -> (1, G, 2) per-group (mean, biased variance) of the input of GroupNorm k over this patch,
@@ -83,21 +111,49 @@ class GroupNormStats(nn.Module):
 
     def __init__(self, model: LuMamba, k: int):
         super().__init__()
-        layers = _time_layers(model)
-        norms = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)]
-        if not 1 <= k <= len(norms):
-            raise ValueError(f"GroupNormStats: k must be in 1..{len(norms)}, got {k}")
+        layers, norms = _norm_positions(model, k, "GroupNormStats")
         self.proj_in = nn.ModuleList(layers[:norms[k - 1]])   # up to and including the k-th conv
         self.groups = layers[norms[k - 1]].num_groups
 
     def forward(self, patch: Tensor, *stats: Tensor) -> Tensor:
-        h = _time_path(list(self.proj_in), patch, stats)
-        _, ch, C, W = h.shape
-        g = h.reshape(self.groups, ch // self.groups, C, W)
-        mean = _mean_of_means(g)
-        d = g - mean
-        var = _mean_of_means(d * d)
-        return torch.cat([mean.reshape(1, -1, 1), var.reshape(1, -1, 1)], dim=-1)
+        return _patch_stats(_time_path(list(self.proj_in), patch, stats), self.groups)
+
+
+def _patch_stats(h: Tensor, groups: int) -> Tensor:
+    """(1, G, 2) per-group (mean, biased variance) of one patch's (1, ch, C, W) activations, each a
+    mean of means (W, then C, then the group's channels) and two-pass."""
+    _, ch, C, W = h.shape
+    g = h.reshape(groups, ch // groups, C, W)
+    mean = _mean_of_means(g)
+    d = g - mean
+    var = _mean_of_means(d * d)
+    return torch.cat([mean.reshape(1, -1, 1), var.reshape(1, -1, 1)], dim=-1)
+
+
+class StoredConv(nn.Module):
+    """Pass k of the stored front end: conv k of one patch, once. k = 1: patch (1, C, P) -> conv 1;
+    k > 1: h_{k-1} (1, ch, C, W) and the window statistics of GroupNorm k-1 -> conv k of
+    GELU(GroupNorm k-1). Returns (h_k, (1, G, 2) statistics of h_k over this patch)."""
+
+    def __init__(self, model: LuMamba, k: int):
+        super().__init__()
+        layers, norms = _norm_positions(model, k, "StoredConv")
+        # up to and including conv k: the layers keep their indices (proj_in.<i>), so the weights
+        # keep the names of the other forms (the int8 precision rules name them)
+        self.proj_in = nn.ModuleList(layers[:norms[k - 1]])
+        self.first = 0 if k == 1 else norms[k - 2]     # GroupNorm k-1 (k > 1)
+        self.k, self.groups = k, layers[norms[k - 1]].num_groups
+
+    def forward(self, x: Tensor, *stats: Tensor) -> tuple[Tensor, Tensor]:
+        layers = list(self.proj_in)
+        if self.k == 1:
+            _, C, P = x.shape
+            h = layers[0](x.reshape(1, 1, C, P))
+        else:
+            h = _normalise(layers[self.first], x, stats[0])
+            for layer in layers[self.first + 1:]:
+                h = layer(h)
+        return h, _patch_stats(h, self.groups)
 
 
 class CombineStats(nn.Module):
@@ -128,7 +184,10 @@ class FrontendPatch(Unify):
         self.register_buffer("position_embedding", position_embedding.detach().clone())  # (C, E)
 
     def forward(self, patch: Tensor, gn1: Tensor, gn2: Tensor, gn3: Tensor) -> Tensor:
-        h = _time_path(list(self.patch_embed.proj_in), patch, (gn1, gn2, gn3))   # (1, ch, C, W)
+        return self._unify(patch, _time_path(list(self.patch_embed.proj_in), patch, (gn1, gn2, gn3)))
+
+    def _unify(self, patch: Tensor, h: Tensor) -> Tensor:
+        """The time path's output h (1, ch, C, W) of `patch` -> the patch's latent."""
         C = h.shape[2]
         time = h.permute(0, 2, 3, 1).reshape(C, -1)                              # (C, E), pos-major
         tokens = time + self.freq_embed(patch)[0, :, 0, :]
@@ -155,3 +214,42 @@ def plan_streamed_frontend(plan: StagePlan, model: LuMamba, position_embedding: 
     plan.stage("frontend", FrontendPatch(model, position_embedding),
                ("patch_embed", "freq_embed", "channel_location_embedder", "cross_attn"), "forward",
                {"patch": "window[patch t]", **finals}, {"latent_t": "z0[t]"}, kind="frontend_patch")
+
+
+class StoredFrontendPatch(FrontendPatch):
+    """The last pass of the stored front end: patch (1, C, P), conv 3's output h3 (1, ch, C, W) and
+    the statistics of GroupNorm 3 -> the patch's latent, as `FrontendPatch` without the convs."""
+
+    def forward(self, patch: Tensor, h3: Tensor, gn3: Tensor) -> Tensor:
+        layers = list(self.patch_embed.proj_in)
+        last = [i for i, m in enumerate(layers) if isinstance(m, nn.GroupNorm)][-1]
+        h = _normalise(layers[last], h3, gn3)
+        for layer in layers[last + 1:]:
+            h = layer(h)
+        return self._unify(patch, h)
+
+
+def plan_stored_frontend(plan: StagePlan, model: LuMamba, position_embedding: Tensor, n_samples: int) -> None:
+    """The stored front end (module doc) into an exporter `_Plan` whose input buffer is "window":
+    buffers h1..h3 (S, ch, C, W) of the conv outputs, writes z0 (S, d_model)."""
+    c = model.config
+    S, d = n_samples // c.patch_size, c.d_model
+    C = position_embedding.shape[0]
+    norms = _group_norms(model)
+    plan.buffer("z0", (S, d))
+    source: dict[str, str] = {"x": "window[patch t]"}
+    for k, norm in enumerate(norms, start=1):
+        h, rows, final = f"h{k}", f"gn{k}_rows", f"gn{k}"
+        ch = norm.num_channels
+        plan.buffer(h, (S, ch, C, c.embed_dim // ch))
+        plan.buffer(rows, (S, norm.num_groups, 2))
+        plan.buffer(final, (1, norm.num_groups, 2))
+        plan.stage(f"frontend_conv{k}", StoredConv(model, k), ("patch_embed",), "forward",
+                   source, {"h_t": f"{h}[t]", "rows_t": f"{rows}[t]"}, kind=f"frontend_conv{k}")
+        plan.stage(f"frontend_gn{k}", CombineStats(norm.eps), (), "once", {"rows": rows}, {"stats": final},
+                   kind="frontend_combine")
+        source = {"x": f"{h}[t]", f"gn{k}": final}
+    plan.stage("frontend", StoredFrontendPatch(model, position_embedding),
+               ("patch_embed", "freq_embed", "channel_location_embedder", "cross_attn"), "forward",
+               {"patch": "window[patch t]", "h3": f"h{len(norms)}[t]", "gn3": f"gn{len(norms)}"},
+               {"latent_t": "z0[t]"}, kind="frontend_stored")

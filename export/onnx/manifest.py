@@ -21,10 +21,17 @@ window, so that an executor never needs the whole float window at once (the firm
 each patch from the int16 counts it owns).
 A state buffer is both read and written by its stage: executors that cannot alias inputs and
 outputs must double-buffer it.
+
+Buffer storage: every buffer holds float32 unless its `dtype` is "int8" (an int8 export's
+activation buffer, set by the quantiser, see `quant/buffer_storage.py`). An int8 buffer stores
+quantize(x) with its own `scale` and `zero_point` (golden.py's quantize: v = x * float32(1/scale),
+rounded half away from zero, clamped, + zero_point) and is read as (float)(q - zero_point) * scale;
+ports stay float32, so a graph never sees the difference.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -37,6 +44,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOOPS = ("once", "forward", "reverse")
 BUFFER_KINDS = ("input", "activation", "state", "output")
+BUFFER_DTYPES = ("float32", "int8")
 # How each Mamba is cut into graphs (exporter `mamba_form`): "window" = <name>_pre over all tokens,
 # <name>_scan per token, <name>_post over all tokens; "step" = one graph per token with its state;
 # "chunk" = the window form's stages per chunk of `mamba_chunk` tokens (`mamba_chunk.py`).
@@ -92,6 +100,7 @@ class GraphSpec:
     name: str
     file: str
     kind: str                  # frontend | unify | frontend_stats<k> | frontend_combine | frontend_patch |
+                               # frontend_conv<k> | frontend_stored (front_end="stored") |
                                # encoder_step | head_step | head_out, and in the window Mamba form
                                # encoder_pre_fwd | encoder_pre_rev | encoder_scan | encoder_post |
                                # head_pre | head_scan | head_post; in the chunk form encoder_chunk_pre_fwd |
@@ -106,11 +115,36 @@ class GraphSpec:
 
 @dataclass(frozen=True)
 class BufferSpec:
-    """A float32 array the executor owns; `kind` is input, activation, state or output."""
+    """An array the executor owns; `kind` is input, activation, state or output. float32, or int8
+    with `scale` and `zero_point` (module doc: stored quantised, read dequantised)."""
 
     name: str
     shape: tuple[int, ...]
     kind: str
+    dtype: str = "float32"
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def itemsize(self) -> int:
+        return 1 if self.dtype == "int8" else 4
+
+    def check(self) -> None:
+        """The storage fields: float32, or int8 of an activation with a positive finite scale and an
+        int8 zero point."""
+        if self.dtype not in BUFFER_DTYPES:
+            raise ValueError(f"buffer {self.name!r}: dtype {self.dtype!r} is not one of {BUFFER_DTYPES}")
+        if self.dtype == "float32":
+            if self.scale != 0.0 or self.zero_point != 0:
+                raise ValueError(f"buffer {self.name!r}: float32 buffer with a scale or zero point")
+            return
+        if self.kind != "activation":
+            raise ValueError(f"buffer {self.name!r}: only activation buffers can be int8, not {self.kind}")
+        if not isinstance(self.scale, float) or not math.isfinite(self.scale) or self.scale <= 0.0:
+            raise ValueError(f"buffer {self.name!r}: int8 scale must be a positive finite float, got {self.scale!r}")
+        if type(self.zero_point) is not int or not -128 <= self.zero_point <= 127:
+            raise ValueError(f"buffer {self.name!r}: int8 zero_point must be an integer in [-128, 127], "
+                             f"got {self.zero_point!r}")
 
 
 @dataclass(frozen=True)
@@ -243,6 +277,7 @@ class Manifest:
         for b in self.buffers:
             if b.kind not in BUFFER_KINDS:
                 raise ValueError(f"buffer {b.name!r}: kind {b.kind!r} is not one of {BUFFER_KINDS}")
+            b.check()
         for i, stage in enumerate(self.schedule):
             where = f"stage {i} ({stage.graph})"
             if stage.graph not in graphs:
@@ -313,6 +348,10 @@ class Manifest:
     def to_json(self) -> str:
         d = asdict(self)
         d["n_channels"] = self.n_channels
+        for b in d["buffers"]:   # float32 buffers are written as before int8 storage existed
+            if b["dtype"] == "float32":
+                for key in ("dtype", "scale", "zero_point"):
+                    del b[key]
         return json.dumps(d, indent=1)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
@@ -337,7 +376,9 @@ class Manifest:
         d["channel_names"] = tuple(d["channel_names"])
         d["graphs"] = tuple(GraphSpec(**{**g, "inputs": tensors(g["inputs"]), "outputs": tensors(g["outputs"]),
                                          "sources": tuple(g["sources"])}) for g in d["graphs"])
-        d["buffers"] = tuple(BufferSpec(b["name"], tuple(b["shape"]), b["kind"]) for b in d["buffers"])
+        d["buffers"] = tuple(BufferSpec(b["name"], tuple(b["shape"]), b["kind"],
+                                        **{k: b[k] for k in ("dtype", "scale", "zero_point") if k in b})
+                             for b in d["buffers"])
         d["schedule"] = tuple(Stage(s["graph"], s["loop"], bindings(s["inputs"]), bindings(s["outputs"]),
                                     tuple(s["zero"]), _pair(s.get("span"))) for s in d["schedule"])
         manifest = cls(**d)

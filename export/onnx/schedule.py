@@ -4,7 +4,9 @@ check of the windows they are given.
 
 See `manifest` for the semantics: buffers start as zeros, each stage runs its graph once or
 once per token (forward or reverse, over all tokens or a span), reading and writing whole buffers,
-fixed rows of them, or one row per token, or reading patch t of the input window.
+fixed rows of them, or one row per token, or reading patch t of the input window. An int8 buffer
+(an int8 export's, `manifest` doc) holds int8 values: writes quantize, reads dequantize, with
+golden.py's arithmetic.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .manifest import Manifest
+from .manifest import BufferSpec, Manifest
 
 # (graph name, {port: array}) -> {port: array}
 GraphFn = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -22,7 +24,8 @@ GraphFn = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> dict[str, np.ndarray]:
     """Run one window (C, T) or (1, C, T) through the schedule; returns every buffer by name.
     Feeds are copies, so a caller may keep them after the buffers change."""
-    buffers = {b.name: np.zeros(b.shape, dtype=np.float32) for b in manifest.buffers}
+    specs = {b.name: b for b in manifest.buffers}
+    buffers = {b.name: np.zeros(b.shape, dtype=np.int8 if b.dtype == "int8" else np.float32) for b in manifest.buffers}
     buffers[manifest.input_buffer][...] = window
     P = manifest.n_samples // manifest.n_patches
 
@@ -30,8 +33,8 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
         if b.patch:
             return buffers[b.buffer][:, :, t * P:(t + 1) * P]
         if b.rows is not None:
-            return buffers[b.buffer][b.rows[0]:b.rows[1]]
-        return buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer]
+            return _load(specs[b.buffer], buffers[b.buffer][b.rows[0]:b.rows[1]])
+        return _load(specs[b.buffer], buffers[b.buffer][t:t + 1] if b.row else buffers[b.buffer])
 
     for stage in manifest.schedule:
         for name in stage.zero:
@@ -40,13 +43,35 @@ def run_schedule(manifest: Manifest, window: np.ndarray, run_graph: GraphFn) -> 
             feeds = {b.port: np.ascontiguousarray(read(b, t)).copy() for b in stage.inputs}
             results = run_graph(stage.graph, feeds)
             for b in stage.outputs:
+                value = _store(specs[b.buffer], np.asarray(results[b.port], dtype=np.float32))
                 if b.row:
-                    buffers[b.buffer][t] = results[b.port][0]
+                    buffers[b.buffer][t] = value[0]
                 elif b.rows is not None:
-                    buffers[b.buffer][b.rows[0]:b.rows[1]] = results[b.port]
+                    buffers[b.buffer][b.rows[0]:b.rows[1]] = value
                 else:
-                    buffers[b.buffer][...] = results[b.port]
-    return buffers
+                    buffers[b.buffer][...] = value
+    return {name: _load(specs[name], value) for name, value in buffers.items()}
+
+
+def _store(spec: BufferSpec, value: np.ndarray) -> np.ndarray:
+    """What a buffer holds for the float32 `value` written to it: for int8, golden.py's quantize
+    (this package does not import lumamba.quant; tests check it against fixed_point.quantize_f32):
+    v = x * float32(1/scale), rounded half away from zero (exact: truncation plus the exact
+    fraction), clamped to the int8 codes, + zero_point."""
+    if spec.dtype != "int8":
+        return value
+    v = value * np.float32(1.0 / float(np.float32(spec.scale)))
+    r = np.trunc(v)
+    r = r + (v - r >= 0.5) - (v - r <= -0.5)
+    r = np.minimum(np.maximum(r, np.float32(-128 - spec.zero_point)), np.float32(127 - spec.zero_point))
+    return (r.astype(np.int32) + spec.zero_point).astype(np.int8)
+
+
+def _load(spec: BufferSpec, held: np.ndarray) -> np.ndarray:
+    """The float32 value a graph reads from what a buffer holds (int8: (float)(q - zp) * scale)."""
+    if spec.dtype != "int8":
+        return held
+    return (held.astype(np.int32) - spec.zero_point).astype(np.float32) * np.float32(spec.scale)
 
 
 def check_windows(x, n_channels: int, n_samples: int, channel_names: Sequence[str] | None = None, *,

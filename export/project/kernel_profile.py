@@ -1,8 +1,9 @@
 """Where a generated firmware project's instructions go: per graph, per kernel and per kernel kind.
 
 `profile_project(project, board)` copies a project (a `lumamba-export` output directory) to a
-scratch folder, wraps every kernel call in its graph drivers (`lumamba_<graph>_driver.c`) with two
-reads of the firmware's instruction counter (`lumamba_counter_read`, QEMU -icount: exact
+scratch folder, wraps every kernel call in its graph drivers (`lumamba_<graph>_driver.c`), and the
+model driver's int8 row conversions in `model.c` (kernels `lumamba_<graph>_k0_row_(de)quantize`
+of the stage's graph), with two reads of the firmware's instruction counter (`lumamba_counter_read`, QEMU -icount: exact
 instructions, not cycles), counts the MACs of every int8 GEMM micro-kernel call
 (firmware/kernels/, reached through a macro around the call in the scratch copy's kernel files),
 builds and runs it with `make run BOARD=...`, and returns a `KernelProfile`: instructions per
@@ -35,6 +36,9 @@ PROFILE_JSON = "profile.json"
 # one kernel call of a graph driver: indent, symbol (lumamba_<graph>_k<index>_<name>), arguments
 _CALL = re.compile(r"^(\s+)(lumamba_\w+?_k\d+_\w+)\((.*)\);$")
 _DRIVER = re.compile(r"^lumamba_(\w+)_driver\.c$")
+# model.c: a stage's comment (its graph) and the driver's int8 row conversions (model_driver)
+_STAGE = re.compile(r"/\* stage \d+: (\S+) \(")
+_ROW_CALL = re.compile(r"^(\s+)((?:de)?quantize_row_s8)\(.*\);$")
 _KERNELS_INCLUDE = '#include "lumamba_kernels.h"'
 _GEMM_HEADER = "lumamba_profile_gemm.h"
 
@@ -214,18 +218,49 @@ def kernel_kind(symbol: str) -> str:
 
 def instrument_driver(driver: str) -> tuple[str, list[str]]:
     """(the driver's C with every kernel call timed and dumped at exit, the kernel symbols)."""
+    def call(line: str) -> tuple[str, str] | None:
+        m = _CALL.match(line)
+        return (m.group(1), m.group(2)) if m else None
+
+    return _instrument(driver, call)
+
+
+def instrument_model_c(model_c: str) -> tuple[str, dict[str, str]]:
+    """(model.c with the driver's own work between graph calls timed, {symbol: graph}): the int8
+    buffers' row conversions (`model_driver`: `quantize_row_s8` / `dequantize_row_s8`), each counted
+    as a kernel `lumamba_<graph>_k0_row_quantize` / `..._row_dequantize` of the stage's graph."""
+    graphs: dict[str, str] = {}
+    stage = ["?"]
+
+    def call(line: str) -> tuple[str, str] | None:
+        m = _STAGE.search(line)
+        if m:
+            stage[0] = m.group(1)
+        m = _ROW_CALL.match(line)
+        if not m:
+            return None
+        symbol = f"lumamba_{stage[0]}_k0_row_{m.group(2)[:-len('_row_s8')]}"   # kind row_(de)quantize
+        graphs[symbol] = stage[0]
+        return m.group(1), symbol
+
+    text, _ = _instrument(model_c, call)
+    return text, graphs
+
+
+def _instrument(source: str, call) -> tuple[str, list[str]]:
+    """`source` with each line that `call` maps to (indent, symbol) timed under that symbol."""
     names: list[str] = []
     out = []
-    for line in driver.splitlines():
-        m = _CALL.match(line)
-        if m:
-            symbol = m.group(2)
+    for line in source.splitlines():
+        found = call(line)
+        if found:
+            indent, symbol = found
             if symbol not in names:
                 names.append(symbol)
-            line = _TIMED.format(indent=m.group(1), call=line.strip(), i=names.index(symbol))
+            line = _TIMED.format(indent=indent, call=line.strip(), i=names.index(symbol))
         out.append(line)
     if not names:
-        return driver, names
+        return source, names
     prelude = _PRELUDE.format(n=len(names), names=", ".join(f'"{s}"' for s in names))
     return prelude + "\n".join(out) + "\n", names
 
@@ -238,6 +273,11 @@ def instrument_project(copy: Path) -> dict[str, str]:
         path.write_text(text, encoding="utf-8")
         graph = _DRIVER.match(path.name).group(1)
         graphs.update((name, graph) for name in names)
+    model_c = copy / "model.c"
+    if model_c.is_file():
+        text, rows = instrument_model_c(model_c.read_text(encoding="utf-8"))
+        model_c.write_text(text, encoding="utf-8")
+        graphs.update(rows)
     for path in copy.glob("lumamba_*_kernels.c"):
         text = path.read_text(encoding="utf-8")
         if _KERNELS_INCLUDE in text:

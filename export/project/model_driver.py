@@ -29,6 +29,12 @@ A buffer a stage both reads and writes whole (recurrent state) is double-buffere
 one copy and writes the other, then the two pointers swap, because a graph's inputs and outputs
 must not alias. Loops over patches/tokens are plain C `for` loops; nothing is allocated at run
 time and nothing recurses.
+
+An int8 buffer (manifest dtype "int8": the stored front end's conv outputs in an int8 export)
+takes one byte per element. The graphs' ports stay float32, so a stage binding one gets a float
+block of the port's size of its own (`row_<stage>_<port>`, alive in that stage only): the driver
+dequantizes the buffer's row into it before the call (input) or quantizes it into the row after
+the call (output), with golden.py's arithmetic (`quantize_row_s8`, `dequantize_row_s8` in model.c).
 """
 from __future__ import annotations
 
@@ -38,6 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lumamba.quant.buffer_storage import int8_buffers
+from lumamba.quant.fixed_point import inverse_scale
 
 from ..codegen.arena import ALIGN, Lifetime, lower_bound, plan_arena
 from ..codegen.cgraph import CGraph
@@ -104,8 +113,25 @@ def _scratch_ident(index: int) -> str:
     return f"scratch_{index}"
 
 
-def _nbytes(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * 4  # manifest buffers are float32
+def _nbytes(shape, itemsize: int = 4) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * itemsize  # float32 unless an int8 buffer says 1
+
+
+def _row_ident(index: int, port: str) -> str:
+    """The float block of stage `index`'s port bound to an int8 buffer."""
+    return f"row_{index}_{c_identifier(port)}"
+
+
+def _int8_bindings(manifest: Manifest, index: int) -> list[tuple[Binding, bool]]:
+    """(binding, is_output) of stage `index`'s ports bound to int8 buffers."""
+    stage = manifest.schedule[index]
+    return [(b, out) for bindings, out in ((stage.inputs, False), (stage.outputs, True)) for b in bindings
+            if not b.patch and manifest.buffer(b.buffer).dtype == "int8"]
+
+
+def _port_elements(manifest: Manifest, binding: Binding) -> int:
+    shape = manifest.buffer(binding.buffer).shape
+    return int(np.prod(shape[1:] if binding.row else shape, dtype=np.int64))
 
 
 def _external(manifest: Manifest) -> set[str]:
@@ -184,8 +210,8 @@ def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPla
     for buf in manifest.buffers:
         if buf.name in external or buf.name not in first:
             continue
-        nbytes = _nbytes(buf.shape)
-        what = f"{buf.name} {buf.kind} float32{list(buf.shape)}"
+        nbytes = _nbytes(buf.shape, buf.itemsize)
+        what = f"{buf.name} {buf.kind} {buf.dtype}{list(buf.shape)}"
         wanted.append((_buffer_ident(buf.name), nbytes, first[buf.name], last[buf.name], what))
         if buf.name in doubled:
             wanted.append((_buffer_ident(buf.name) + "_next", nbytes, first[buf.name], last[buf.name],
@@ -206,6 +232,9 @@ def plan_memory(manifest: Manifest, calls: Mapping[str, GraphCall]) -> MemoryPla
         call = calls[stage.graph]
         if call.cgraph.arena_bytes:
             wanted.append((_scratch_ident(i), call.cgraph.arena_bytes, i, i, f"scratch of {call.function}_run"))
+        for b, _ in _int8_bindings(manifest, i):
+            wanted.append((_row_ident(i, b.port), 4 * _port_elements(manifest, b), i, i,
+                           f"float32 port {b.port} of {stage.graph}, for int8 {b.buffer}"))
 
     offsets, total = plan_arena([Lifetime(ident, nbytes, start, end) for ident, nbytes, start, end, _ in wanted])
     blocks = sorted((Block(ident, nbytes, start, end, offsets[ident], what) for ident, nbytes, start, end, what in wanted),
@@ -244,10 +273,12 @@ class _Writer:
         self.manifest = manifest
         self.plan = plan
 
-    def pointer(self, binding: Binding, output: bool, stage: Stage) -> str:
+    def pointer(self, binding: Binding, output: bool, stage: Stage, index: int) -> str:
         m = self.manifest
         if binding.patch:
             return PATCH_INPUT
+        if m.buffer(binding.buffer).dtype == "int8":
+            return _row_ident(index, binding.port)
         if binding.buffer == m.input_buffer:
             base = "input->window"
         elif binding.buffer == m.logits_buffer:
@@ -268,21 +299,75 @@ class _Writer:
         n_data = len(cg.inputs) - len(cg.weights)
         ins = {b.port: b for b in stage.inputs}
         outs = {b.port: b for b in stage.outputs}
-        args = [self.pointer(ins[s.name], False, stage) for s in cg.inputs[:n_data]]
+        args = [self.pointer(ins[s.name], False, stage, index) for s in cg.inputs[:n_data]]
         args += list(call.weights)
-        args += [self.pointer(outs[s.name], True, stage) for s in cg.outputs]
+        args += [self.pointer(outs[s.name], True, stage, index) for s in cg.outputs]
         args.append(f"arena + {self.plan.block(_scratch_ident(index)).offset}u" if cg.arena_bytes else "arena")
         inner = indent + "        "
         lines = [f"{indent}if (load_patch(input, t, {PATCH_INPUT}) != LUMAMBA_OK) {{",
                  f"{indent}    return LUMAMBA_ERR_NONFINITE_INPUT;", f"{indent}}}"] \
             if any(b.patch for b in stage.inputs) else []
+        converts = _int8_bindings(self.manifest, index)
+        lines += [f"{indent}{self._convert(index, b, out)}" for b, out in converts if not out]
         lines += [f"{indent}if ({call.function}_run("]
         lines += [f"{inner}{a}," for a in args[:-1]] + [f"{inner}{args[-1]}) != 0) {{"]
         lines += [f"{indent}    return LUMAMBA_ERR_INTERNAL;", f"{indent}}}"]
+        lines += [f"{indent}{self._convert(index, b, out)}" for b, out in converts if out]
         for name in sorted(_ping_pong(stage)):
             ident = _buffer_ident(name)
             lines.append(f"{indent}swap_buffers(&{ident}, &{ident}_next);")
         return lines
+
+    def _convert(self, index: int, binding: Binding, output: bool) -> str:
+        """The call that moves an int8 buffer's row to or from the stage's float port block."""
+        buf = self.manifest.buffer(binding.buffer)
+        n = _port_elements(self.manifest, binding)
+        held = _buffer_ident(buf.name) + (f" + t * {n}u" if binding.row else "")
+        port = _row_ident(index, binding.port)
+        if output:
+            inv = inverse_scale(np.float32(buf.scale))
+            return f"quantize_row_s8({port}, {held}, {n}u, {_float_literal(inv)}, {buf.zero_point});"
+        return f"dequantize_row_s8({held}, {port}, {n}u, {_float_literal(buf.scale)}, {buf.zero_point});"
+
+
+def _float_literal(value) -> str:
+    """A C float literal of the float32 `value` (the shortest decimal of its double reads back
+    to the same float32)."""
+    return f"{float(np.float32(value))!r}f"
+
+
+_INT8_ROW_FUNCTIONS = [
+    "/* int8 buffers (golden.py's quantize / dequantize): q = clamp(roundf(x * inv_scale)) + zp, clamped on",
+    " * the float value; x = (float)(q - zp) * scale. Clamping before rounding is the same as after (the",
+    " * bounds are integers), and then |v| <= 255, where truncation plus the exact fraction v - r gives",
+    " * roundf's half-away-from-zero rounding without a library call. */",
+    "static void quantize_row_s8(const float *x, int8_t *q, size_t n, float inv_scale, int32_t zero_point)",
+    "{",
+    "    const float lo = (float)(-128 - zero_point);",
+    "    const float hi = (float)(127 - zero_point);",
+    "    size_t i;",
+    "    for (i = 0u; i < n; ++i) {",
+    "        float v = x[i] * inv_scale;",
+    "        float frac;",
+    "        int32_t r;",
+    "        v = v < lo ? lo : v;",
+    "        v = v > hi ? hi : v;",
+    "        r = (int32_t)v;",
+    "        frac = v - (float)r;",
+    "        r += (int32_t)(frac >= 0.5f) - (int32_t)(frac <= -0.5f);",
+    "        q[i] = (int8_t)(r + zero_point);",
+    "    }",
+    "}",
+    "",
+    "static void dequantize_row_s8(const int8_t *q, float *x, size_t n, float scale, int32_t zero_point)",
+    "{",
+    "    size_t i;",
+    "    for (i = 0u; i < n; ++i) {",
+    "        x[i] = (float)((int32_t)q[i] - zero_point) * scale;",
+    "    }",
+    "}",
+    "",
+]
 
 
 def _stage_lines(index: int, stage: Stage, call: GraphCall, writer: _Writer, manifest: Manifest) -> list[str]:
@@ -476,6 +561,8 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
             "}",
             "",
         ]
+    if int8_buffers(manifest):
+        lines += _INT8_ROW_FUNCTIONS
     lines += _input_lines(manifest)
     lines += [
         "int lumamba_init(void)",
@@ -492,14 +579,17 @@ def _model_c(manifest: Manifest, plan: MemoryPlan, calls: Mapping[str, GraphCall
         "{",
         "    uint8_t *const arena = lumamba_arena;",
     ]
+    int8 = {_buffer_ident(b.name) for b in manifest.buffers if b.dtype == "int8"}
     for b in plan.blocks:
         if not b.name.startswith("scratch_") and b.name not in (COUNTS_INPUT, COUNTS_INT16):
-            lines.append(f"    float *{b.name} = (float *)(arena + {b.offset}u);")
+            ctype = "int8_t" if b.name in int8 else "float"
+            lines.append(f"    {ctype} *{b.name} = ({ctype} *)(arena + {b.offset}u);")
     if has_loop:
         lines += ["    size_t step;", "    size_t t;"]
     lines += [""]
     for name in plan.zero_at_start:
-        lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(manifest.buffer(name).shape)}u);"
+        buf = manifest.buffer(name)
+        lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(buf.shape, buf.itemsize)}u);"
                      "  /* read before written */")
     for i, stage in enumerate(manifest.schedule):
         lines.append("")
