@@ -14,6 +14,7 @@ import pytest
 
 from lumamba.export.onnx.manifest import BufferSpec, Manifest
 from lumamba.export.project.model_driver import _INT8_ROW_FUNCTIONS
+from lumamba.firmware import ROOT as FIRMWARE_ROOT
 from lumamba.quant.fixed_point import dequantize_f32, inverse_scale, quantize_f32
 
 
@@ -87,17 +88,17 @@ int main(int argc, char **argv)
 
 @pytest.mark.parametrize("scale, zero_point", [(0.05, 15), (0.0031, -128), (1.7, 127), (0.25, 0)])
 def test_driver_row_conversions_match_the_golden_model(tmp_path, scale, zero_point):
-    """model.c's quantize_row_s8 / dequantize_row_s8 (no roundf call), built natively with the
+    """model.c's quantize_row_s8 / dequantize_row_s8 (lmb_round_clamped, no roundf call), built natively with the
     firmware's flags, against fixed_point.quantize_f32 / dequantize_f32 bit for bit: ties at
     +-k.5 (away from zero), values just inside and outside the clamp, the int8 limits, zeros."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     source = tmp_path / "rows.c"
-    source.write_text("#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n"
+    source.write_text("#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n#include \"lumamba_fmath.h\"\n"
                       + "\n".join(_INT8_ROW_FUNCTIONS) + _ROW_MAIN)
     exe = tmp_path / "rows"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off", str(source),
-                    "-o", str(exe)], check=True)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off",
+                    f"-I{FIRMWARE_ROOT / 'runtime'}", str(source), "-o", str(exe)], check=True)
     s = np.float32(scale)
     inv = inverse_scale(s)
     k = np.arange(-300, 301, dtype=np.float32)
