@@ -110,9 +110,12 @@ def _unroll_innermost(sch, rv) -> None:
     when it is that short). The terms are still added in their order, so the arithmetic, float
     included, is unchanged; a Cortex-M then spends ~3 instead of ~5 instructions on an int8 MAC
     (two loads and a multiply-accumulate, without the compare and branch). Sums only (_is_sum)."""
-    if not _is_sum(sch.get(rv)):
-        return
-    loop = sch.get_loops(rv)[-1]
+    if _is_sum(sch.get(rv)):
+        _unroll_a_little(sch, sch.get_loops(rv)[-1])
+
+
+def _unroll_a_little(sch, loop) -> None:
+    """Unroll `loop` whole when at most max(UNROLL_FACTORS) long, else by the largest factor dividing it."""
     extent = sch.get(loop).extent
     if not isinstance(extent, tirx.IntImm) or int(extent) < 2:
         return
@@ -147,11 +150,7 @@ def _register_tile(sch, rv, n_spatial: int):
         return None
     outer, lane = sch.split(loops[n_spatial - 1], [None, factor])
     sch.reorder(*loops[n_spatial:], lane)
-    # and the innermost reduction loop unrolled a little around the tile (fewer loop branches)
-    last = sch.get(loops[-1]).extent
-    step = next((f for f in UNROLL_FACTORS if isinstance(last, tirx.IntImm) and int(last) % f == 0), None)
-    if step is not None and int(last) > 1:
-        sch.unroll(sch.split(loops[-1], [None, step])[1])
+    _unroll_a_little(sch, loops[-1])   # the innermost reduction loop, around the tile
     return outer
 
 
