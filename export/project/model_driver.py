@@ -370,7 +370,8 @@ def _stage_lines(index: int, stage: Stage, call: GraphCall, writer: _Writer, man
     loops = {"once": "once", "forward": f"for t = {a} .. {last}", "reverse": f"for t = {last} .. {a}"}
     lines = [f"    /* stage {index}: {stage.graph} ({call.function}_run), {loops[stage.loop]} */"]
     for name in stage.zero:
-        lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(manifest.buffer(name).shape)}u);")
+        buf = manifest.buffer(name)
+        lines.append(f"    memset({_buffer_ident(name)}, 0, {_nbytes(buf.shape, buf.itemsize)}u);")
     if stage.loop == "once":
         return lines + writer.call(index, stage, call, "    ")
     count = "LUMAMBA_N_PATCHES" if b is None else f"{b - a}u"
