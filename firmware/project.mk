@@ -104,14 +104,15 @@ run: $(ELF)
 # The streaming demo: the model objects plus the demo's own (DEMO_DEFINES apply to these only;
 # a LUMAMBA_ADC_UV_PER_COUNT there replaces the board profile's). The demo objects depend on a
 # stamp holding DEMO_DEFINES, rewritten only when they change, so new settings rebuild them.
+# A chip may add settings of its own (CHIP_DEMO_DEFINES, e.g. where the ring buffer goes).
 DEMO_CFLAGS := $(if $(filter -DLUMAMBA_ADC_UV_PER_COUNT=%,$(DEMO_DEFINES)),$(filter-out -DLUMAMBA_ADC_UV_PER_COUNT=%,$(CFLAGS)),$(CFLAGS)) \
-               $(DEMO_DEFINES)
+               $(CHIP_DEMO_DEFINES) $(DEMO_DEFINES)
 DEMO_STAMP := $(BUILD)/demo/defines.stamp
 ifneq ($(filter demo-app run-demo flash,$(MAKECMDGOALS)),)
 $(shell mkdir -p $(BUILD)/demo && (echo '$(DEMO_DEFINES)' | cmp -s - $(DEMO_STAMP) || echo '$(DEMO_DEFINES)' > $(DEMO_STAMP)))
 endif
 
-$(BUILD)/demo/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(LUMAMBA_FW)/project.mk $(DEMO_STAMP)
+$(BUILD)/demo/%.o: $(LUMAMBA_FW)/%.c $(BOARD_MK) $(CHIP_MK) $(LUMAMBA_FW)/project.mk $(DEMO_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(DEMO_CFLAGS) -MMD -MP -c $< -o $@
 

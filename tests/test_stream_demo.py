@@ -175,6 +175,9 @@ def test_demo_images_lie_inside_each_chips_memory_map(project):
                 lo, hi = regions["flash"]
                 assert lo <= lma and lma + size <= hi, f"{chip}: {name} is loaded from {lma:#x}, outside flash"
         assert placed[".text"] == "flash" and placed[".bss"] == "ram" and len(placed) >= 4, (chip, placed)
+        if "ccm" in regions:   # the STM32F407's ring buffer goes to its CCM, the arena keeps the SRAM
+            assert placed[".ccm"] == "ccm", placed
+            assert _symbol_address(objdump, elf, "s_ring_storage") == regions["ccm"][0]
         # no semihosting on a chip: it would stop a board without a debugger
         symbols = subprocess.run([objdump.replace("objdump", "nm"), str(elf)], capture_output=True, text=True).stdout
         assert "sys_semihost" not in symbols and "lumamba_board_putc" in symbols
@@ -204,3 +207,25 @@ def test_bad_inputs_are_one_line_errors(project, recording, tmp_path, capsys):
     assert "--board 'pdp11': unknown board" in capsys.readouterr().err
     assert cli.main(["--project", str(tmp_path), "--recording", str(recording)]) == 2
     assert "not a firmware project written by lumamba-export" in capsys.readouterr().err
+
+
+def _symbol_address(objdump: str, elf: Path, name: str, size: bool = False) -> int:
+    """The address (or with `size`, the size) of symbol `name` in `elf`, from nm."""
+    out = subprocess.run([objdump.replace("objdump", "nm"), "-S", str(elf)], capture_output=True, text=True,
+                         check=True).stdout
+    fields = next(line.split() for line in out.splitlines() if line.endswith(" " + name))
+    return int(fields[1 if size else 0], 16)
+
+
+def test_stm32_ring_is_cut_to_its_ccm(project):
+    """A ring of window + hop instants that would not fit the STM32F407's 64 KiB CCM is cut to what
+    fits (chips/stm32f407vg.mk LUMAMBA_RING_MAX_BYTES): 65536 // (2 * 22 channels) = 1489 instants;
+    the nRF52840, which has no such region, keeps window + hop."""
+    require_toolchain("cortex-m4f", need_emulator=False)
+    hop = 1400                                             # 160 + 1400 = 1560 instants: 68,640 B
+    for chip, instants in (("stm32f407vg", 65536 // (2 * 22)), ("nrf52840", 160 + hop)):
+        run = subprocess.run(["make", "-C", str(project), "-j2", "demo-app", f"CHIP={chip}",
+                              f"DEMO_DEFINES=-DLUMAMBA_STREAM_HOP={hop}"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        elf = project / "build" / f"chip-{chip}" / "lumamba-demo.elf"
+        assert _symbol_address("arm-none-eabi-objdump", elf, "s_ring_storage", size=True) == instants * 2 * 22

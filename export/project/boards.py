@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lumamba.firmware import ROOT as FIRMWARE_ROOT
@@ -188,10 +188,20 @@ def _chip_profile(name: str) -> tuple[dict, Path]:
 
 
 def load_chip(name: str) -> Target:
-    """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise."""
+    """The real chip ``name`` (one of CHIPS); ValueError naming the known chips otherwise.
+
+    The RAM limit is the linker's data region (memory "ram": data, bss, heap and stack, where the
+    model's arena goes) when it is smaller than the chip's total (``ram_bytes``, the datasheet
+    figure): the STM32F407's 64 KiB CCM is a separate region that the arena cannot span, so a
+    model checked against all 192 KiB could pass the fit check and still not link."""
     d, path = _chip_profile(name)
     _adc(d, path)
-    return parse_target(d)
+    target = parse_target(d)
+    region = int(d["memory"]["ram"]["size"], 16)
+    if region < target.ram_bytes:
+        target = replace(target, ram_bytes=region, notes=(
+            f"{target.notes}; RAM limit {region:,} bytes: the linker's data region, of {target.ram_bytes:,} on the chip"))
+    return target
 
 
 def chip_adc(name: str) -> Adc:

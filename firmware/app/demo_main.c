@@ -18,6 +18,11 @@
  *                                 that a build never assumes a scale its front end does not have)
  *   LUMAMBA_STREAM_RING_INSTANTS  ring capacity (default window + hop: the model may take up to
  *                                 two hops per window before an instant is overwritten)
+ * and from a chip's make fragment (CHIP_DEMO_DEFINES), where the ring needs memory of its own:
+ *   LUMAMBA_RING_SECTION          linker section of the ring's storage (e.g. ".ccm", the
+ *                                 STM32F407's core-coupled RAM, so the arena keeps the SRAM)
+ *   LUMAMBA_RING_MAX_BYTES        that section's size: the default capacity is cut to fit it
+ *                                 (then the model has hop + capacity - window instants per window)
  *
  * Output (printf: semihosting on the emulated boards, the board's putc on real chips), one
  * record per line, key=value fields; lumamba.stream.protocol parses them:
@@ -51,11 +56,25 @@
 #error "define LUMAMBA_ADC_UV_PER_COUNT (microvolts per int16 count): the board profile's adc.uv_per_count, which firmware/boards/<board>.mk and chips/<chip>.mk pass"
 #endif
 #ifndef LUMAMBA_STREAM_RING_INSTANTS
+#if defined(LUMAMBA_RING_MAX_BYTES) && \
+    (LUMAMBA_N_SAMPLES + LUMAMBA_STREAM_HOP) * 2u * LUMAMBA_N_CHANNELS > LUMAMBA_RING_MAX_BYTES
+#define LUMAMBA_STREAM_RING_INSTANTS (LUMAMBA_RING_MAX_BYTES / (2u * LUMAMBA_N_CHANNELS))
+#else
 #define LUMAMBA_STREAM_RING_INSTANTS (LUMAMBA_N_SAMPLES + LUMAMBA_STREAM_HOP)
+#endif
+#endif
+#ifdef LUMAMBA_RING_SECTION
+#define RING_STORAGE_PLACEMENT __attribute__((section(LUMAMBA_RING_SECTION)))
+#else
+#define RING_STORAGE_PLACEMENT
 #endif
 
 typedef char lumamba_check_hop_positive[(LUMAMBA_STREAM_HOP > 0) ? 1 : -1];
 typedef char lumamba_check_ring_holds_window[(LUMAMBA_STREAM_RING_INSTANTS >= LUMAMBA_N_SAMPLES) ? 1 : -1];
+#ifdef LUMAMBA_RING_MAX_BYTES
+typedef char lumamba_check_ring_fits_its_section[
+    ((size_t)LUMAMBA_STREAM_RING_INSTANTS * 2u * LUMAMBA_N_CHANNELS <= LUMAMBA_RING_MAX_BYTES) ? 1 : -1];
+#endif
 typedef char lumamba_check_channels_fit_frames[(LUMAMBA_N_CHANNELS <= LUMAMBA_STREAM_MAX_CHANNELS) ? 1 : -1];
 
 #if (defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M') && !defined(LUMAMBA_QEMU_ICOUNT_SHIFT)
@@ -64,7 +83,7 @@ typedef char lumamba_check_channels_fit_frames[(LUMAMBA_N_CHANNELS <= LUMAMBA_ST
 #define COUNTER_NAME "insns"
 #endif
 
-static int16_t s_ring_storage[(size_t)LUMAMBA_STREAM_RING_INSTANTS * LUMAMBA_N_CHANNELS];
+static int16_t s_ring_storage[(size_t)LUMAMBA_STREAM_RING_INSTANTS * LUMAMBA_N_CHANNELS] RING_STORAGE_PLACEMENT;
 static float s_logits[LUMAMBA_N_CLASSES];
 static int16_t s_adc[LUMAMBA_STREAM_MAX_INSTANTS * LUMAMBA_N_CHANNELS];
 static lumamba_ring_t s_ring;
